@@ -1,0 +1,30 @@
+# Idempotent set-up and the project's two jobs. `make run` and `make test` each do all the
+# set-up a fresh machine needs: the Fashion-MNIST package (as root, with apt-get), a .venv
+# in the repo, and the package with its dev extras.
+PY := .venv/bin/python
+DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+STAMP := .venv/.installed
+
+.PHONY: setup run test clean
+
+setup: $(STAMP) $(DATA)
+
+$(DATA):
+	@if [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist); \
+	else echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist'"; exit 1; fi
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+run: setup
+	.venv/bin/cotsearch build cotnet_tiny -o runs/cotnet_tiny.safetensors
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf .venv runs .pytest_cache

@@ -1,0 +1,91 @@
+"""The CoT and CoXt layers of CoTNet (arXiv 2107.12292), laid out as the official code
+so that its checkpoints load by name: `key_embed`, `embed`, `conv1x1`, `bn`, `se`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cotsearch.layers.aggregation import local_aggregate
+
+
+class CoTLayer(nn.Module):
+    """Contextual Transformer layer, replacing the kxk conv of a bottleneck.
+
+    static context  K1 = key_embed(x)                       (grouped kxk conv)
+    attention       A  = embed([x, K1])                     (two 1x1 convs, GroupNorm per map)
+    dynamic context K2 = SiLU(BN(aggregate(conv1x1(x), A)))  (kxk window, heads shared maps)
+    fusion          out = a0 * K2 + a1 * K1, [a0, a1] = softmax(se(mean(K2 + K1)))
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        kernel_size: int = 3,
+        heads: int | None = None,
+        key_groups: int = 4,
+        attn_reduction: int = 2,
+        fusion_reduction: int = 4,
+        groups: int = 1,
+    ):
+        super().__init__()
+        self.dim, self.kernel_size, self.groups = dim, kernel_size, groups
+        self.heads = heads if heads is not None else dim // 8
+        taps = kernel_size * kernel_size
+        hidden = dim // attn_reduction
+        self.key_embed = nn.Sequential(
+            nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=key_groups, bias=False),
+            nn.BatchNorm2d(dim),
+            nn.ReLU(inplace=True),
+        )
+        self.embed = nn.Sequential(
+            nn.Conv2d(2 * dim, hidden, 1, groups=groups, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, taps * self.heads, 1, groups=groups),
+            nn.GroupNorm(num_groups=self.heads, num_channels=taps * self.heads),
+        )
+        self.conv1x1 = nn.Sequential(nn.Conv2d(dim, dim, 1, groups=groups, bias=False), nn.BatchNorm2d(dim))
+        self.bn = nn.BatchNorm2d(dim)
+        self.act = nn.SiLU(inplace=True)
+        fusion_chs = max(dim * 2 // fusion_reduction, 32)
+        self.se = nn.Sequential(
+            nn.Conv2d(dim, fusion_chs, 1),
+            nn.BatchNorm2d(fusion_chs),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(fusion_chs, 2 * dim, 1),
+        )
+
+    def query_key(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """CoT: queries then keys, as two blocks of channels."""
+        return torch.cat([x, keys], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keys = self.key_embed(x)
+        attn = self.embed(self.query_key(x, keys))
+        values = self.conv1x1(x)
+        b, c, h, w = values.shape
+        g = self.groups
+        # Each group of channels aggregates with its own heads // g maps.
+        attn = attn.reshape(b * g, self.heads // g, self.kernel_size * self.kernel_size, h, w)
+        dynamic = local_aggregate(values.reshape(b * g, c // g, h, w), attn, self.kernel_size)
+        dynamic = self.act(self.bn(dynamic.reshape(b, c, h, w)))
+
+        pooled = (dynamic + keys).mean((2, 3), keepdim=True)
+        weights = self.se(pooled).reshape(b, c, 2).softmax(dim=2)
+        return dynamic * weights[:, :, 0, None, None] + keys * weights[:, :, 1, None, None]
+
+
+class CoXtLayer(CoTLayer):
+    """CoTNeXt's layer: CoT with cardinality `groups` (2 in the paper). The query-key
+    embedding, value conv and aggregation run per group; the key conv uses 4 * groups groups."""
+
+    def __init__(self, dim: int, kernel_size: int = 3, heads: int | None = None, key_groups: int | None = None,
+                 attn_reduction: int = 2, fusion_reduction: int = 4, groups: int = 2):
+        super().__init__(dim, kernel_size, heads, key_groups or 4 * groups, attn_reduction, fusion_reduction, groups)
+
+    def query_key(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """CoXt: queries and keys interleaved channel by channel (x0, k0, x1, k1, ...), so
+        each group of the grouped embedding sees its own channels' queries and keys."""
+        b, c, h, w = x.shape
+        return torch.stack([x, keys], dim=2).reshape(b, 2 * c, h, w)

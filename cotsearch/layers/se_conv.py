@@ -1,0 +1,29 @@
+"""SE-CoTNetD's "SE conv": a 3x3 conv followed by a split-attention gate of radix 1
+(which is a squeeze-excitation with a BN in its bottleneck and SiLU activations)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SEConv(nn.Module):
+    """conv 3x3 -> BN -> SiLU, gated by sigmoid(fc2(SiLU(BN(fc1(mean))))). Module names
+    follow the official `SplitAttnConv2d`: conv, bn0, fc1, bn1, fc2."""
+
+    def __init__(self, channels: int, stride: int = 1, groups: int = 1, reduction: int = 4, min_chs: int = 32):
+        super().__init__()
+        attn_chs = max(channels // reduction, min_chs)
+        attn_chs += -attn_chs % groups  # a grouped 1x1 needs a multiple of groups
+        self.conv = nn.Conv2d(channels, channels, 3, stride, padding=1, groups=groups, bias=False)
+        self.bn0 = nn.BatchNorm2d(channels)
+        self.act0 = nn.SiLU(inplace=True)
+        self.fc1 = nn.Conv2d(channels, attn_chs, 1, groups=groups)
+        self.bn1 = nn.BatchNorm2d(attn_chs)
+        self.act1 = nn.SiLU(inplace=True)
+        self.fc2 = nn.Conv2d(attn_chs, channels, 1, groups=groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act0(self.bn0(self.conv(x)))
+        gate = self.act1(self.bn1(self.fc1(x.mean((2, 3), keepdim=True))))
+        return x * torch.sigmoid(self.fc2(gate))

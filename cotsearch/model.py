@@ -1,0 +1,156 @@
+"""The generic CoTNet-family network built from a spec, with timm's model interface
+(`forward_features`, `forward_head`, `reset_classifier`, `feature_info`)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import create_classifier, get_act_layer
+from torch import nn
+
+from cotsearch.blocks import Bottleneck
+from cotsearch.spec import BackboneSpec, StemSpec
+from cotsearch.spec_io import load_spec
+
+
+def make_stem(stem: StemSpec, in_chans: int, act_layer: type[nn.Module]) -> nn.Module:
+    """The stem's convolutions (its last BN and activation are the model's bn1 / act1)."""
+    w = stem.width
+    if stem.type == "classic":
+        return nn.Conv2d(in_chans, w, 7, stride=2, padding=3, bias=False)
+    if stem.type == "small":
+        return nn.Conv2d(in_chans, w, 3, stride=1, padding=1, bias=False)
+    return nn.Sequential(
+        nn.Conv2d(in_chans, w, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(w),
+        act_layer(inplace=True),
+        nn.Conv2d(w, w, 3, padding=1, bias=False),
+        nn.BatchNorm2d(w),
+        act_layer(inplace=True),
+        nn.Conv2d(w, 2 * w, 3, padding=1, bias=False),
+    )
+
+
+def default_cfg(spec: BackboneSpec) -> dict:
+    """timm's pretrained_cfg for a spec: what timm.data needs to make transforms."""
+    grey = spec.in_chans == 1
+    return dict(
+        input_size=(spec.in_chans, spec.input_size, spec.input_size),
+        num_classes=spec.num_classes,
+        mean=(0.5,) if grey else IMAGENET_DEFAULT_MEAN,
+        std=(0.5,) if grey else IMAGENET_DEFAULT_STD,
+        interpolation="bicubic",
+        crop_pct=0.875 if spec.input_size >= 64 else 1.0,
+        first_conv="conv1.0" if spec.stem.type == "deep" else "conv1",
+        classifier="fc",
+    )
+
+
+class CoTNet(nn.Module):
+    """Stem -> stages layer1..layerN of bottlenecks -> global pool -> dropout -> fc.
+
+    Keyword overrides (num_classes, in_chans, drop_rate, drop_path_rate) are written into
+    `self.spec`, so the spec always describes the network exactly.
+    """
+
+    def __init__(self, spec: BackboneSpec, global_pool: str = "avg", **overrides):
+        super().__init__()
+        unknown = set(overrides) - {"num_classes", "in_chans", "drop_rate", "drop_path_rate"}
+        if unknown:
+            raise TypeError(f"CoTNet got unexpected keyword arguments {sorted(unknown)}")
+        spec = spec.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+        spec = BackboneSpec.model_validate(spec.model_dump())  # re-check the overridden values
+        self.spec = spec
+        self.num_classes = spec.num_classes
+        self.drop_rate = spec.drop_rate
+        self.grad_checkpointing = False
+        act_layer = get_act_layer(spec.act)
+
+        self.conv1 = make_stem(spec.stem, spec.in_chans, act_layer)
+        self.bn1 = nn.BatchNorm2d(spec.stem.out_chs)
+        self.act1 = act_layer(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, padding=1) if spec.stem.pool else nn.Identity()
+        stem_reduction = 1 if spec.stem.type == "small" else 2
+        self.feature_info = [dict(num_chs=spec.stem.out_chs, reduction=stem_reduction, module="act1")]
+
+        in_chs, reduction = spec.stem.out_chs, spec.stem.stride
+        num_blocks = sum(s.depth for s in spec.stages)
+        block_idx = 0
+        self.stage_names = []
+        for i, stage in enumerate(spec.stages):
+            out_chs = stage.planes * spec.expansion
+            blocks = []
+            for j, kind in enumerate(stage.block_kinds):
+                # Stochastic depth grows linearly with depth, as in timm's ResNet.
+                dpr = spec.drop_path_rate * block_idx / max(num_blocks - 1, 1)
+                blocks.append(Bottleneck(
+                    in_chs, out_chs, stage.width, kind, stage.stride if j == 0 else 1, stage.cardinality,
+                    stage.cot, stage.cot_heads, stage.cot_key_groups, spec.shortcut, spec.stride_mode,
+                    act_layer, spec.se_ratio, dpr,
+                ))
+                in_chs = out_chs
+                block_idx += 1
+            name = f"layer{i + 1}"
+            self.add_module(name, nn.Sequential(*blocks))
+            self.stage_names.append(name)
+            reduction *= stage.stride
+            self.feature_info.append(dict(num_chs=out_chs, reduction=reduction, module=name))
+
+        self.num_features = self.head_hidden_size = in_chs
+        self.global_pool, self.fc = create_classifier(self.num_features, self.num_classes, pool_type=global_pool)
+        self.pretrained_cfg = self.default_cfg = default_cfg(spec)
+        self.init_weights(zero_init_last=spec.zero_init_last)
+
+    def init_weights(self, zero_init_last: bool = True) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    m.zero_init_last()
+
+    def stages(self) -> list[nn.Sequential]:
+        return [getattr(self, name) for name in self.stage_names]
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+        self.num_classes = num_classes
+        self.spec = self.spec.model_copy(update={"num_classes": num_classes})
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.act1(self.bn1(self.conv1(x))))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_stem(x)
+        for stage in self.stages():
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = torch.utils.checkpoint.checkpoint_sequential(stage, len(stage), x, use_reentrant=False)
+            else:
+                x = stage(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        if self.drop_rate:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def build_model(spec: BackboneSpec | str, **overrides) -> CoTNet:
+    """Compile a spec (or a preset name, or a YAML path) into a model."""
+    if not isinstance(spec, BackboneSpec):
+        spec = load_spec(spec)
+    return CoTNet(spec, **overrides)

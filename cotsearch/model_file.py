@@ -1,0 +1,94 @@
+"""The model file: one safetensors file with the weights and, in its metadata, the spec
+(JSON) and anything else a user of the model needs (class names, normalisation). The file
+alone rebuilds the model; nothing in it is ever unpickled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from cotsearch.atomic import atomic_write_bytes
+from cotsearch.errors import ModelFileError
+from cotsearch.model import CoTNet
+from cotsearch.spec import BackboneSpec
+from cotsearch.spec_io import format_validation_error
+
+SPEC_KEY = "cotsearch.spec"
+EXTRA_KEY = "cotsearch.extra"
+FORMAT_VERSION = "1"
+
+
+def save_model(model: CoTNet, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write weights and spec (plus `extra`, any JSON-able dict) atomically to `path`."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": "pt",
+        "cotsearch.format_version": FORMAT_VERSION,
+        SPEC_KEY: model.spec.model_dump_json(),
+        EXTRA_KEY: json.dumps(extra or {}),
+    }
+    atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
+    return Path(path)
+
+
+def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such model file") from None
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        tensors = load_safetensors(data)
+        header_len = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}
+    except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as e:
+        raise ModelFileError(f"{path}: not a valid safetensors file ({str(e).splitlines()[0][:120]})") from None
+    return tensors, metadata
+
+
+def read_metadata(path: str | Path) -> tuple[BackboneSpec, dict[str, Any]]:
+    """The spec and the extra metadata of a model file, without building the model."""
+    return _parse_metadata(path, _read(path)[1])
+
+
+def _parse_metadata(path, metadata: dict[str, str]) -> tuple[BackboneSpec, dict[str, Any]]:
+    if SPEC_KEY not in metadata:
+        raise ModelFileError(f"{path}: holds no cotsearch spec; it is not a cotsearch model file "
+                             "(official checkpoints go through `cotsearch convert`)")
+    try:
+        spec = BackboneSpec.model_validate_json(metadata[SPEC_KEY])
+        extra = json.loads(metadata.get(EXTRA_KEY, "{}"))
+    except ValidationError as e:
+        raise ModelFileError(format_validation_error(e, f"{path}: embedded spec")) from None
+    except ValueError:
+        raise ModelFileError(f"{path}: the metadata is not valid JSON") from None
+    return spec, extra
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> CoTNet:
+    """Rebuild the model of a model file and load its weights (eval mode)."""
+    tensors, metadata = _read(path)
+    spec, extra = _parse_metadata(path, metadata)
+    model = CoTNet(spec)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ModelFileError(f"{path}: weights do not match the embedded spec "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for key, value in expected.items():
+        if tensors[key].shape != value.shape:
+            raise ModelFileError(f"{path}: tensor {key} has shape {tuple(tensors[key].shape)}, "
+                                 f"the spec needs {tuple(value.shape)}")
+    model.load_state_dict(tensors)
+    model.extra = extra
+    return model.to(device).eval()

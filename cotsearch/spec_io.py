@@ -1,0 +1,122 @@
+"""Reading and writing specs: YAML files, shipped presets, and one-line errors."""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from cotsearch.errors import SpecError
+from cotsearch.spec import BackboneSpec
+
+MAX_SPEC_BYTES = 1 << 20  # a spec is a few KB; anything this large is not one
+
+
+def _field_names(model: type[BaseModel], seen: set | None = None) -> set[str]:
+    """Every field name of a schema and its nested schemas, for 'did you mean'."""
+    seen = set() if seen is None else seen
+    if model in seen:
+        return set()
+    seen.add(model)
+    names = set(model.model_fields)
+    for field in model.model_fields.values():
+        for arg in _type_args(field.annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                names |= _field_names(arg, seen)
+    return names
+
+
+def _type_args(annotation) -> list:
+    args = list(getattr(annotation, "__args__", ()) or ())
+    out = [annotation]
+    for arg in args:
+        out += _type_args(arg)
+    return out
+
+
+def format_validation_error(err: ValidationError, source: str, model: type[BaseModel] = BackboneSpec) -> str:
+    """Pydantic's errors as one line: 'source: field.path: what was expected; ...'."""
+    vocabulary = sorted(_field_names(model))
+    parts = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            key = str(e["loc"][-1])
+            guess = difflib.get_close_matches(key, vocabulary, n=1)
+            msg = f"unknown key{'; did you mean ' + repr(guess[0]) + '?' if guess else ''}"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        elif "input" in e and e["type"] not in ("value_error", "assertion_error") and not isinstance(e["input"], dict | list):
+            msg = f"{msg} (got {e['input']!r:.60})"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    more = f" (and {len(parts) - 3} more)" if len(parts) > 3 else ""
+    return f"{source}: " + "; ".join(parts[:3]) + more
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file with the safe loader, turning every failure into a SpecError."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: file is larger than {MAX_SPEC_BYTES} bytes; a spec is a small YAML document")
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a directory, expected a YAML file") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text (byte {e.start}); expected a YAML file") from None
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read: {e.strerror}") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{source}: invalid YAML{where}: {e.problem or e.context}") from None
+    except (yaml.YAMLError, RecursionError) as e:
+        raise SpecError(f"{source}: invalid YAML: {type(e).__name__}") from None
+
+
+def spec_from_data(data: Any, source: str) -> BackboneSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping of spec fields (stem, stages, ...), got {type(data).__name__}")
+    try:
+        return BackboneSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(format_validation_error(e, source)) from None
+    except RecursionError:
+        raise SpecError(f"{source}: document is nested too deeply") from None
+
+
+def list_presets() -> list[str]:
+    folder = resources.files("cotsearch") / "presets"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_spec(name_or_path: str | Path) -> BackboneSpec:
+    """A preset by name (`cotnet50`) or a spec from a YAML file."""
+    text = str(name_or_path)
+    if text in list_presets():
+        preset = resources.files("cotsearch") / "presets" / f"{text}.yaml"
+        return spec_from_data(parse_yaml(preset.read_text(), f"preset {text}"), f"preset {text}")
+    path = Path(name_or_path)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return spec_from_data(read_yaml(path), str(path))
+    guess = difflib.get_close_matches(text, list_presets(), n=1)
+    hint = f"did you mean {guess[0]!r}? " if guess else ""
+    raise SpecError(f"{text}: no such preset or file; {hint}presets: {', '.join(list_presets())}")
+
+
+def dump_yaml(spec: BackboneSpec) -> str:
+    """Every field written out, defaults included: the file alone fixes the network."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,101 @@
+"""CoT / CoXt / SE-conv layers: the lean aggregation against the unfold reference,
+the layers against a port of the official forward, dtypes, layouts, compile, ONNX."""
+
+import pytest
+import torch
+from official import official_cot_forward
+
+from cotsearch.layers import CoTLayer, CoXtLayer, SEConv, local_aggregate, local_aggregate_unfold
+
+
+@pytest.mark.parametrize("kernel_size, heads", [(3, 2), (5, 4), (1, 8), (7, 1)])
+def test_aggregate_matches_unfold_forward_and_gradients(kernel_size, heads):
+    values = torch.randn(2, 8, 5, 7, requires_grad=True)
+    attn = torch.randn(2, heads, kernel_size * kernel_size, 5, 7, requires_grad=True)
+    ours = local_aggregate(values, attn, kernel_size)
+    ref = local_aggregate_unfold(values, attn, kernel_size)
+    torch.testing.assert_close(ours, ref)
+    grad = torch.randn_like(ours)
+    g_ours = torch.autograd.grad(ours, (values, attn), grad)
+    g_ref = torch.autograd.grad(ref, (values, attn), grad)
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_aggregate_gradcheck_float64():
+    values = torch.randn(1, 4, 4, 5, dtype=torch.float64, requires_grad=True)
+    attn = torch.randn(1, 2, 9, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v, a: local_aggregate(v, a, 3), (values, attn))
+
+
+def test_aggregate_shares_maps_strided_not_interleaved():
+    """Channel c uses map c % heads: with heads=2, channels 0 and 2 share map 0."""
+    values = torch.ones(1, 4, 3, 3)
+    attn = torch.zeros(1, 2, 1, 3, 3)
+    attn[:, 0] = 1.0
+    out = local_aggregate(values, attn, 1)
+    assert out[0, :, 1, 1].tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("layer", [CoTLayer(64, 3), CoXtLayer(96, 3), CoTLayer(32, 5, heads=2, key_groups=2)])
+def test_layers_compute_the_official_forward_on_non_square_input(layer):
+    layer.eval()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 0.2)  # non-trivial weights everywhere (BN, GroupNorm included)
+        x = torch.randn(2, layer.dim, 6, 11)
+        torch.testing.assert_close(layer(x), official_cot_forward(layer, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cot_layer_runs_in_half_precision(dtype):
+    layer = CoTLayer(32).eval()
+    x = torch.randn(2, 32, 8, 8)
+    with torch.no_grad():
+        ref = layer(x)
+        half = layer.to(dtype)(x.to(dtype))
+    assert half.dtype == dtype
+    torch.testing.assert_close(half.float(), ref, atol=0.1, rtol=0.05)
+
+
+def test_cot_layer_under_autocast_backward():
+    layer = CoTLayer(32).train()
+    x = torch.randn(2, 32, 8, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    y.float().sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert all(p.grad is not None for p in layer.parameters())
+
+
+@pytest.mark.parametrize("layer", [CoTLayer(32), CoXtLayer(32), SEConv(32)])
+def test_channels_last_gives_same_output(layer):
+    layer.eval()
+    x = torch.randn(2, 32, 7, 9)
+    with torch.no_grad():
+        ref = layer(x)
+        out = layer.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_se_conv_gate():
+    layer = SEConv(64, stride=2).eval()
+    x = torch.randn(2, 64, 8, 8)
+    with torch.no_grad():
+        feats = layer.act0(layer.bn0(layer.conv(x)))
+        gate = torch.sigmoid(layer.fc2(layer.act1(layer.bn1(layer.fc1(feats.mean((2, 3), keepdim=True))))))
+        torch.testing.assert_close(layer(x), feats * gate)
+    assert layer(x).shape == (2, 64, 4, 4)
+    assert layer.fc1.out_channels == 32  # max(64 // 4, 32), as the official SplitAttnConv2d
+
+
+def test_cot_layer_exports_to_onnx_and_matches(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    layer = CoXtLayer(32).eval()
+    x = torch.randn(1, 32, 6, 10)
+    path = tmp_path / "cot.onnx"
+    torch.onnx.export(layer, (x,), str(path), input_names=["x"], output_names=["y"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(y), layer(x), atol=1e-4, rtol=1e-4)
