@@ -4,9 +4,10 @@ official CoTNet): conv1/bn1, the middle layer conv2, conv3/bn3, downsample."""
 from __future__ import annotations
 
 import torch
-from timm.layers import BlurPool2d, DropPath, SEModule
+from timm.layers import BlurPool2d, DropPath, SEModule, make_divisible
 from torch import nn
 
+from cotsearch.complexity import Complexity
 from cotsearch.layers import CoTLayer, CoXtLayer, SEConv
 from cotsearch.spec import CoTSpec
 
@@ -23,9 +24,17 @@ def make_shortcut(in_chs: int, out_chs: int, stride: int, kind: str) -> nn.Modul
     return nn.Sequential(pool, conv, nn.BatchNorm2d(out_chs))
 
 
-def make_cot_layer(width: int, cardinality: int, cot: CoTSpec, heads: int, key_groups: int) -> CoTLayer:
+def shortcut_complexity(cx: Complexity, in_chs: int, out_chs: int, stride: int, kind: str) -> Complexity:
+    if stride == 1 and in_chs == out_chs:
+        return cx
+    if kind == "avgpool" and stride > 1:
+        cx.pool(in_chs, 2, stride, ceil_mode=True)
+    return cx.conv(in_chs, out_chs, 1, stride if kind == "conv" else 1).norm(out_chs)
+
+
+def cot_layer_args(width: int, cardinality: int, cot: CoTSpec, heads: int, key_groups: int):
     layer_cls = CoTLayer if cardinality == 1 else CoXtLayer
-    return layer_cls(width, cot.kernel_size, heads, key_groups, cot.attn_reduction, cot.fusion_reduction, groups=cardinality)
+    return layer_cls, (width, cot.kernel_size, heads, key_groups, cot.attn_reduction, cot.fusion_reduction, cardinality)
 
 
 class Bottleneck(nn.Module):
@@ -64,7 +73,8 @@ class Bottleneck(nn.Module):
         conv_stride = stride if kind != "cot" and not blur else 1
         self.bn2 = self.act2 = None
         if kind == "cot":
-            self.conv2 = make_cot_layer(width, cardinality, cot, cot_heads, cot_key_groups)
+            layer_cls, args = cot_layer_args(width, cardinality, cot, cot_heads, cot_key_groups)
+            self.conv2 = layer_cls(*args)
         elif kind == "se_conv":
             self.conv2 = SEConv(width, conv_stride, groups=cardinality)
         else:
@@ -79,6 +89,34 @@ class Bottleneck(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else None
         self.act3 = act_layer(inplace=True)
         self.downsample = make_shortcut(in_chs, out_chs, stride, shortcut)
+
+    @staticmethod
+    def complexity(cx: Complexity, in_chs: int, out_chs: int, width: int, kind: str, stride: int, cardinality: int,
+                   cot: CoTSpec, cot_heads: int, cot_key_groups: int, shortcut: str, stride_mode: str,
+                   act_layer=None, se_ratio: float = 0.0, drop_path: float = 0.0) -> Complexity:
+        residual = shortcut_complexity(cx.branch(), in_chs, out_chs, stride, shortcut)
+        cx.conv(in_chs, width, 1).norm(width).act(width)
+        blur = stride > 1 and stride_mode == "blurpool"
+        if stride > 1 and kind == "cot" and not blur:
+            cx.pool(width, 3, 2, pad=1)
+        conv_stride = stride if kind != "cot" and not blur else 1
+        if kind == "cot":
+            layer_cls, args = cot_layer_args(width, cardinality, cot, cot_heads, cot_key_groups)
+            layer_cls.complexity(cx, *args)
+        elif kind == "se_conv":
+            SEConv.complexity(cx, width, conv_stride, groups=cardinality)
+        else:
+            cx.conv(width, width, 3, conv_stride, groups=cardinality).norm(width).act(width)
+        if blur:
+            cx.blur(width, stride)
+        cx.conv(width, out_chs, 1).norm(out_chs)
+        if se_ratio > 0:  # timm's SEModule on the pooled map: fc1, act, fc2, sigmoid
+            rd = make_divisible(out_chs * se_ratio, 8, round_limit=0.0)
+            gate = cx.branch()
+            gate.h = gate.w = 1
+            cx.add(gate.conv(out_chs, rd, 1, bias=True).act(rd).conv(rd, out_chs, 1, bias=True).act(out_chs))
+        cx.add(residual)
+        return cx.act(out_chs)  # act3
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)

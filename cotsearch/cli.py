@@ -25,6 +25,14 @@ err_console = Console(stderr=True)
 SpecArg = Annotated[str, typer.Argument(help="a preset name (see `cotsearch presets`) or a spec YAML file")]
 
 
+def human(n: float) -> str:
+    """1234567 -> '1.23M'."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}" if n / scale < 100 else f"{n / scale:.0f}{unit}"
+    return str(n)
+
+
 def _kinds_summary(kinds: list[str]) -> str:
     if len(set(kinds)) == 1:
         return f"{kinds[0]} x{len(kinds)}"
@@ -64,6 +72,171 @@ def build(
     if output is not None:
         save_model(model, output)
         console.print(f"wrote {output}")
+
+
+@app.command()
+def profile(
+    spec: SpecArg,
+    input_size: Annotated[Optional[int], typer.Option(min=8, help="square input size (default: the spec's)")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto")] = "cpu",
+    batch_size: Annotated[int, typer.Option(min=1, help="batch size for the latency")] = 1,
+    latency: Annotated[bool, typer.Option(help="measure latency (--no-latency: costs only)")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of the table")] = False,
+):
+    """Params, MACs (analytic and measured), activations and latency, per stage and total."""
+    from cotsearch.profile import profile_spec
+
+    result = profile_spec(spec, input_size, device, batch_size, measure_latency=latency)
+    if as_json:
+        print(json.dumps(result))
+        return
+    h, w = result["input_size"]
+    where = f", {result['device']}, batch {batch_size}" if latency else ""
+    table = Table(title=f"{result['name'] or spec}  ({h}x{w}{where})")
+    for col in ("part", "output", "params", "MACs", "MACs conv", "measured", "acts", "ms"):
+        table.add_column(col, justify="left" if col == "part" else "right")
+    rows = result["stages"] + [dict(result, name="total", out_shape=None)]
+    for part in rows:
+        shape = "x".join(map(str, part["out_shape"])) if part["out_shape"] else ""
+        table.add_row(part["name"], shape, human(part["params"]), human(part["macs"]), human(part["macs_conv"]),
+                      human(part["measured_macs_conv"]), human(part["acts"]),
+                      "-" if part["latency_ms"] is None else f"{part['latency_ms']:.2f}",
+                      style="bold" if part["name"] == "total" else None)
+    console.print(table)
+    console.print("MACs: the paper's (official ptflops-style) count. MACs conv: conv + linear + aggregation "
+                  "multiply-adds; measured: the same from torch.utils.flop_counter. ms: median latency, each part alone.")
+
+
+@app.command()
+def train(
+    spec: SpecArg,
+    data: Annotated[str, typer.Option(help="fashion-mnist[:DIR], mnist:DIR, cifar10:DIR, cifar100:DIR or folder:DIR")] = "fashion-mnist",
+    epochs: Annotated[int, typer.Option(min=1)] = 3,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    lr: Annotated[Optional[float], typer.Option(min=0, help="peak learning rate (default: 4e-3 adamw, 0.1 sgd)")] = None,
+    opt: Annotated[str, typer.Option(help="adamw or sgd (Nesterov)")] = "adamw",
+    train_limit: Annotated[Optional[int], typer.Option(min=1, help="train on a stratified subset of N images")] = None,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
+    augment: Annotated[bool, typer.Option(help="random shifts / flips (or timm's train transforms)")] = False,
+    mixup: Annotated[float, typer.Option(min=0, help="mixup alpha (0: off)")] = 0.0,
+    cutmix: Annotated[float, typer.Option(min=0, help="cutmix alpha (0: off)")] = 0.0,
+    input_size: Annotated[int, typer.Option(min=8, help="image size for folder data")] = 224,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="save after every epoch; resume from it if it exists")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="write the trained model file")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary as the last line")] = False,
+):
+    """Train a spec on a data set; report validation top-1 per epoch and the final test top-1."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from cotsearch.data import load_data
+    from cotsearch.model_file import save_model
+    from cotsearch.spec_io import load_spec
+    from cotsearch.train import TrainConfig, model_for_data
+    from cotsearch.train import train as run_training
+
+    backbone = load_spec(spec)
+    config = _validated(TrainConfig, dict(epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, seed=seed,
+                                          device=device, augment=augment, mixup=mixup, cutmix=cutmix))
+    splits = load_data(data, train_limit=train_limit, input_size=input_size)
+    model = model_for_data(backbone, splits)
+    err_console.print(f"{backbone.name or spec}: {sum(p.numel() for p in model.parameters()):,} params; {splits.describe()}")
+    progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(), console=err_console)
+    task = progress.add_task("train", total=None, epoch=1, loss=float("nan"))
+
+    def on_step(step: int, steps: int, loss: float) -> None:
+        progress.update(task, completed=step, total=steps, loss=loss)
+
+    def on_epoch(m) -> None:
+        progress.console.print(f"epoch {m.epoch}/{config.epochs}: train loss {m.train_loss:.3f}, val top-1 "
+                               f"{m.val_top1:.2%}, {m.train_images_per_s:,.0f} img/s, {m.seconds:.0f} s")
+        if m.epoch < config.epochs:
+            progress.reset(task, epoch=m.epoch + 1, loss=float("nan"))
+        else:
+            progress.update(task, visible=False)
+
+    with progress:
+        result = run_training(model, splits, config, on_epoch=on_epoch, on_step=on_step, checkpoint=checkpoint)
+    if result.resumed_from_epoch:
+        err_console.print(f"resumed from {checkpoint} after epoch {result.resumed_from_epoch}")
+    console.print(f"test top-1: {result.test_top1:.2%}  ({len(splits.test)} images; "
+                  f"{result.train_images_per_s:,.0f} train images/s)")
+    if output is not None:
+        save_model(model, output, extra={**splits.metadata(), "test_top1": result.test_top1,
+                                         "train_config": config.model_dump()})
+        console.print(f"wrote {output}")
+    if as_json:
+        print(json.dumps({"spec": backbone.name or spec, "data": splits.name, **result.to_dict()}))
+
+
+@app.command()
+def tune(
+    space_file: Annotated[Path, typer.Argument(metavar="SPACE", help="a search-space file, e.g. spaces/cot_stages.yaml")],
+    trials: Annotated[Optional[int], typer.Option(min=1, help="trials to train")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="epochs per trial")] = None,
+    train_limit: Annotated[Optional[int], typer.Option(min=1, help="training images per trial (stratified subset)")] = None,
+    data: Annotated[Optional[str], typer.Option(help="the trials' data set (see `cotsearch train --data`)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="run directory (default: runs/<space>-<date>)")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="continue the search in this run directory")] = None,
+    address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")] = None,
+    cpus_per_trial: Annotated[Optional[float], typer.Option(min=0.01)] = None,
+    gpus_per_trial: Annotated[Optional[float], typer.Option(min=0)] = None,
+    max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="trials running at once (default: as resources allow)")] = None,
+    sampler: Annotated[Optional[str], typer.Option(help="tpe, nsga2 or random")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0)] = None,
+    device: Annotated[Optional[str], typer.Option(help="the trials' device: auto, cpu or cuda")] = None,
+    trial_timeout: Annotated[Optional[float], typer.Option(min=1, help="fail a trial still running after this many seconds")] = None,
+    references: Annotated[Optional[bool], typer.Option(help="train the space's reference presets too")] = None,
+):
+    """Search a space of backbones with Optuna on Ray Tune, under the space's budgets."""
+    from datetime import datetime
+
+    from cotsearch.search.runner import run_search
+    from cotsearch.search.space import SearchSpace, load_space
+
+    space = load_space(str(space_file))
+    search = {k: v for k, v in dict(trials=trials, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                                    max_concurrent_trials=max_concurrent, sampler=sampler, seed=seed,
+                                    trial_timeout_s=trial_timeout).items() if v is not None}
+    if references is False:
+        search["references"] = []
+    recipe = {k: v for k, v in dict(epochs=epochs, train_limit=train_limit, data=data, device=device).items() if v is not None}
+    space = _validated(SearchSpace, {**space.model_dump(by_alias=True, exclude={"base"}), "base": space.base,
+                                     "search": {**space.search.model_dump(), **search},
+                                     "train": {**space.train.model_dump(), **recipe}})
+    if resume is not None and out is not None and resume != out:
+        raise CotsearchError("give --resume RUN_DIR or --out DIR, not both")
+    run_dir = resume or out or Path("runs") / f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    outcome = run_search(space, run_dir, resume=resume is not None, address=address, console=err_console)
+    if outcome.best_test_top1 is not None:
+        console.print(f"best model: {run_dir / 'best' / 'model.safetensors'}  test top-1 {outcome.best_test_top1:.2%}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory of `cotsearch tune`")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="model file (.safetensors), or .yaml for the spec only")],
+    trial: Annotated[Optional[str], typer.Option(help="trial number (or ref-NAME); default: the best trial")] = None,
+):
+    """Export a trial's spec and trained weights from a search."""
+    from cotsearch.search.records import export_trial
+
+    record = export_trial(run_dir, trial, output)
+    what = f"trial {record.trial} ({record.state}, val top-1 {record.val_top1:.2%})" if record and record.val_top1 is not None else f"trial {trial}"
+    console.print(f"wrote {output}: {what}")
+
+
+def _validated(model_cls, values: dict):
+    """Options checked by a Pydantic model, with its errors as one line naming the option."""
+    from pydantic import ValidationError
+
+    from cotsearch.spec_io import format_validation_error
+
+    try:
+        return model_cls.model_validate(values)
+    except ValidationError as e:
+        raise CotsearchError(format_validation_error(e, "options", model_cls).replace("options: ", "--", 1)) from None
 
 
 @app.command()

@@ -16,3 +16,7 @@ class ModelFileError(CotsearchError):
 
 class CheckpointError(CotsearchError):
     """An official checkpoint that cannot be read or does not fit the preset."""
+
+
+class DataError(CotsearchError):
+    """A data set that is missing, truncated or malformed."""

@@ -10,6 +10,7 @@ from timm.layers import create_classifier, get_act_layer
 from torch import nn
 
 from cotsearch.blocks import Bottleneck
+from cotsearch.complexity import Complexity
 from cotsearch.spec import BackboneSpec, StemSpec
 from cotsearch.spec_io import load_spec
 
@@ -32,6 +33,19 @@ def make_stem(stem: StemSpec, in_chans: int, act_layer: type[nn.Module]) -> nn.M
     )
 
 
+def stem_complexity(cx: Complexity, stem: StemSpec, in_chans: int) -> Complexity:
+    """make_stem plus the model's bn1 / act1 / maxpool."""
+    w = stem.width
+    if stem.type == "classic":
+        cx.conv(in_chans, w, 7, stride=2)
+    elif stem.type == "small":
+        cx.conv(in_chans, w, 3)
+    else:
+        cx.conv(in_chans, w, 3, 2).norm(w).act(w).conv(w, w, 3).norm(w).act(w).conv(w, 2 * w, 3)
+    cx.norm(stem.out_chs).act(stem.out_chs)
+    return cx.pool(stem.out_chs, 3, 2, pad=1) if stem.pool else cx
+
+
 def default_cfg(spec: BackboneSpec) -> dict:
     """timm's pretrained_cfg for a spec: what timm.data needs to make transforms."""
     grey = spec.in_chans == 1
@@ -47,16 +61,37 @@ def default_cfg(spec: BackboneSpec) -> dict:
     )
 
 
+def block_args(spec: BackboneSpec, act_layer=None) -> list[list[tuple]]:
+    """Per stage, the Bottleneck arguments of each block (shared by the model and its cost)."""
+    in_chs = spec.stem.out_chs
+    num_blocks = sum(s.depth for s in spec.stages)
+    block_idx = 0
+    stages = []
+    for stage in spec.stages:
+        out_chs = stage.planes * spec.expansion
+        blocks = []
+        for j, kind in enumerate(stage.block_kinds):
+            # Stochastic depth grows linearly with depth, as in timm's ResNet.
+            dpr = spec.drop_path_rate * block_idx / max(num_blocks - 1, 1)
+            blocks.append((in_chs, out_chs, stage.width, kind, stage.stride if j == 0 else 1, stage.cardinality,
+                           stage.cot, stage.cot_heads, stage.cot_key_groups, spec.shortcut, spec.stride_mode,
+                           act_layer, spec.se_ratio, dpr))
+            in_chs = out_chs
+            block_idx += 1
+        stages.append(blocks)
+    return stages
+
+
 class CoTNet(nn.Module):
     """Stem -> stages layer1..layerN of bottlenecks -> global pool -> dropout -> fc.
 
-    Keyword overrides (num_classes, in_chans, drop_rate, drop_path_rate) are written into
+    Keyword overrides (num_classes, in_chans, input_size, drop_rate, drop_path_rate) are written into
     `self.spec`, so the spec always describes the network exactly.
     """
 
     def __init__(self, spec: BackboneSpec, global_pool: str = "avg", **overrides):
         super().__init__()
-        unknown = set(overrides) - {"num_classes", "in_chans", "drop_rate", "drop_path_rate"}
+        unknown = set(overrides) - {"num_classes", "in_chans", "input_size", "drop_rate", "drop_path_rate"}
         if unknown:
             raise TypeError(f"CoTNet got unexpected keyword arguments {sorted(unknown)}")
         spec = spec.model_copy(update={k: v for k, v in overrides.items() if v is not None})
@@ -74,30 +109,16 @@ class CoTNet(nn.Module):
         stem_reduction = 1 if spec.stem.type == "small" else 2
         self.feature_info = [dict(num_chs=spec.stem.out_chs, reduction=stem_reduction, module="act1")]
 
-        in_chs, reduction = spec.stem.out_chs, spec.stem.stride
-        num_blocks = sum(s.depth for s in spec.stages)
-        block_idx = 0
+        reduction = spec.stem.stride
         self.stage_names = []
-        for i, stage in enumerate(spec.stages):
-            out_chs = stage.planes * spec.expansion
-            blocks = []
-            for j, kind in enumerate(stage.block_kinds):
-                # Stochastic depth grows linearly with depth, as in timm's ResNet.
-                dpr = spec.drop_path_rate * block_idx / max(num_blocks - 1, 1)
-                blocks.append(Bottleneck(
-                    in_chs, out_chs, stage.width, kind, stage.stride if j == 0 else 1, stage.cardinality,
-                    stage.cot, stage.cot_heads, stage.cot_key_groups, spec.shortcut, spec.stride_mode,
-                    act_layer, spec.se_ratio, dpr,
-                ))
-                in_chs = out_chs
-                block_idx += 1
+        for i, stage_args in enumerate(block_args(spec, act_layer)):
             name = f"layer{i + 1}"
-            self.add_module(name, nn.Sequential(*blocks))
+            self.add_module(name, nn.Sequential(*(Bottleneck(*args) for args in stage_args)))
             self.stage_names.append(name)
-            reduction *= stage.stride
-            self.feature_info.append(dict(num_chs=out_chs, reduction=reduction, module=name))
+            reduction *= spec.stages[i].stride
+            self.feature_info.append(dict(num_chs=spec.stages[i].planes * spec.expansion, reduction=reduction, module=name))
 
-        self.num_features = self.head_hidden_size = in_chs
+        self.num_features = self.head_hidden_size = spec.num_features
         self.global_pool, self.fc = create_classifier(self.num_features, self.num_classes, pool_type=global_pool)
         self.pretrained_cfg = self.default_cfg = default_cfg(spec)
         self.init_weights(zero_init_last=spec.zero_init_last)

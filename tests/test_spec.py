@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from strategies import valid_specs
 
 import cotsearch
 from cotsearch.spec_io import load_spec, spec_from_data
@@ -121,40 +121,6 @@ def test_json_schema_describes_the_fields():
     assert schema["additionalProperties"] is False
     assert "stages" in schema["required"]
     assert "kernel_size" in schema["$defs"]["CoTSpec"]["properties"]
-
-
-@st.composite
-def valid_specs(draw):
-    stages = []
-    for i in range(draw(st.integers(1, 4))):
-        card = draw(st.sampled_from([1, 2]))
-        planes = draw(st.sampled_from([16, 32]))
-        width = planes * card
-        stages.append({
-            "depth": draw(st.integers(1, 2)),
-            "planes": planes,
-            "stride": draw(st.sampled_from([1, 2])),
-            "cardinality": card,
-            "blocks": draw(st.one_of(st.sampled_from(["cot", "conv", "se_conv"]),
-                                     st.lists(st.sampled_from(["cot", "conv", "se_conv"]), min_size=1, max_size=3))),
-            "cot": {
-                "kernel_size": draw(st.sampled_from([3, 5])),
-                "heads": draw(st.sampled_from([None, card, 2 * card, width // 4])),
-                "key_groups": draw(st.sampled_from([None, 1, 2, card])),
-                "attn_reduction": draw(st.sampled_from([1, 2, 4])),
-            },
-        })
-    return {
-        "in_chans": draw(st.sampled_from([1, 3])),
-        "num_classes": draw(st.sampled_from([0, 1, 7])),
-        "input_size": 32,
-        "stem": {"type": draw(st.sampled_from(["classic", "deep", "small"])), "width": draw(st.sampled_from([8, 16]))},
-        "stages": stages,
-        "shortcut": draw(st.sampled_from(["conv", "avgpool"])),
-        "stride_mode": draw(st.sampled_from(["avgpool", "blurpool"])),
-        "se_ratio": draw(st.sampled_from([0.0, 0.25])),
-        "act": draw(st.sampled_from(["relu", "silu", "gelu"])),
-    }
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -14,6 +14,12 @@ import torch.nn.functional as F
 
 
 def local_aggregate(values: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """The aggregation the layers call: `local_aggregate_impl`, which cotsearch.flops swaps
+    for a FLOP-counted custom op while it measures."""
+    return local_aggregate_impl(values, attn, kernel_size)
+
+
+def local_aggregate_eager(values: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """values (N, C, H, W), attn (N, heads, k*k, H, W) with heads dividing C -> (N, C, H, W).
 
     out[n, c, h, w] = sum_{i,j} attn[n, c % heads, i*k + j, h, w] * values[n, c, h+i-k//2, w+j-k//2],
@@ -32,6 +38,9 @@ def local_aggregate(values: torch.Tensor, attn: torch.Tensor, kernel_size: int) 
         term = padded[..., i : i + h, j : j + w] * attn[:, None, :, tap]
         out = term if out is None else out + term
     return out.reshape(n, c, h, w)
+
+
+local_aggregate_impl = local_aggregate_eager
 
 
 def local_aggregate_unfold(values: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> torch.Tensor:

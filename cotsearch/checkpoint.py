@@ -1,0 +1,48 @@
+"""Training checkpoints as safetensors: model and optimizer tensors, with the rest of the
+state (epoch, history, optimizer hyper-parameters) as JSON metadata. No pickle, written
+atomically, so a run killed at any moment resumes from its last finished epoch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from cotsearch.atomic import atomic_write_bytes
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entries in opt["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim/{idx}/{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[name] = value
+    metadata = {"state": json.dumps(state), "param_groups": json.dumps(opt["param_groups"]),
+                "optim_scalars": json.dumps(scalars)}
+    atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
+
+
+def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore model and optimizer in place; return the saved state dict."""
+    data = Path(path).read_bytes()
+    tensors = load_safetensors(data)
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+    model.load_state_dict({k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")})
+    device = next(model.parameters()).device
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim/"):
+            _, idx, name = key.split("/", 2)
+            state.setdefault(int(idx), {})[name] = value.to(device)
+    for idx, entries in json.loads(header["optim_scalars"]).items():
+        state.setdefault(int(idx), {}).update(entries)
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(header["param_groups"])})
+    return json.loads(header["state"])

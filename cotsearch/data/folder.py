@@ -1,0 +1,27 @@
+"""ImageFolder trees: a folder per class (read with Pillow through torchvision)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Subset
+from torchvision.datasets import ImageFolder
+
+from cotsearch.errors import DataError
+
+
+def image_folder(root: Path, transform) -> ImageFolder:
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; expected a folder per class holding images")
+    try:
+        return ImageFolder(str(root), transform=transform)
+    except FileNotFoundError as e:
+        # torchvision: "Couldn't find any class folder" / "Found no valid file for the classes X"
+        raise DataError(f"{root}: {str(e).splitlines()[0]}") from None
+
+
+def folder_labels(dataset: ImageFolder | Subset) -> np.ndarray:
+    if isinstance(dataset, Subset):
+        return folder_labels(dataset.dataset)[np.asarray(dataset.indices)]
+    return np.asarray(dataset.targets, dtype=np.int64)

@@ -1,0 +1,125 @@
+"""The search's records, all read from the Optuna study in the run directory: trials.csv,
+the best feasible trial, the top-trials table, and exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from cotsearch.atomic import atomic_write_bytes, atomic_write_text
+from cotsearch.errors import CotsearchError
+
+STUDY_NAME = "cotsearch"
+
+COLUMNS = ["trial", "state", "val_top1", "epochs", "macs", "macs_conv", "params", "latency_ms", "spec_hash",
+           "duration_s", "node", "gpu_ids", "reason"]
+
+
+def trial_dir(run_dir: str | Path, number: int | str) -> Path:
+    """Where a trial keeps its spec.yaml and model.safetensors (references: ref-NAME)."""
+    return Path(run_dir) / "trials" / (f"{number:04d}" if isinstance(number, int) else str(number))
+
+
+def storage_for(run_dir: Path) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(f"sqlite:///{run_dir.resolve() / 'study.db'}",
+                                      engine_kwargs={"connect_args": {"timeout": 60}})
+
+
+def open_study(run_dir: Path, must_exist: bool = False) -> optuna.Study:
+    if must_exist and not (run_dir / "study.db").exists():
+        raise CotsearchError(f"{run_dir}: not a cotsearch run directory (it has no study.db)")
+    return optuna.load_study(study_name=STUDY_NAME, storage=storage_for(run_dir))
+
+
+@dataclass
+class TrialRecord:
+    trial: int
+    state: str
+    sampled: dict
+    val_top1: float | None
+    epochs: int | None
+    macs: int | None
+    macs_conv: int | None
+    params: int | None
+    latency_ms: float | None
+    spec_hash: str | None
+    duration_s: float | None
+    node: str | None
+    gpu_ids: str | None
+    reason: str | None
+    spec_json: str | None
+
+    @property
+    def trained(self) -> bool:
+        return self.state in ("complete", "stopped")
+
+
+def records(study: optuna.Study) -> list[TrialRecord]:
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        state = a.get("state") or ("running" if t.state == optuna.trial.TrialState.RUNNING else t.state.name.lower())
+        out.append(TrialRecord(
+            t.number, state, json.loads(a.get("sampled", "{}")), a.get("val_top1") if state in ("complete", "stopped") else None,
+            a.get("epoch"), a.get("macs"), a.get("macs_conv"), a.get("params_count"), a.get("latency_ms"),
+            a.get("spec_hash"), a.get("duration_s"), a.get("node"), a.get("gpu_ids"), a.get("reason"), a.get("spec"),
+        ))
+    return out
+
+
+def write_trials_csv(study: optuna.Study, path: Path) -> None:
+    rows = records(study)
+    param_names = sorted({k for r in rows for k in r.sampled})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(COLUMNS + [f"param:{p}" for p in param_names])
+    for r in rows:
+        writer.writerow([getattr(r, c) if getattr(r, c) is not None else "" for c in COLUMNS]
+                        + [r.sampled.get(p, "") for p in param_names])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def best_record(study: optuna.Study) -> TrialRecord | None:
+    """The fully trained trial with the best validation top-1 (ties: fewer MACs)."""
+    done = [r for r in records(study) if r.state == "complete" and r.val_top1 is not None]
+    return max(done, key=lambda r: (r.val_top1, -(r.macs or 0)), default=None)
+
+
+def export_trial(run_dir: Path, trial: str | int | None, output: Path) -> TrialRecord | None:
+    """Copy a trial's model file (or, for a .yaml output, its spec) to `output`."""
+    study = open_study(run_dir, must_exist=True)
+    if trial is None:
+        record = best_record(study)
+        if record is None:
+            raise CotsearchError(f"{run_dir}: no trial has finished training yet; nothing to export")
+        source_dir = trial_dir(run_dir, record.trial)
+    else:
+        key = int(trial) if str(trial).isdigit() else str(trial)
+        source_dir = trial_dir(run_dir, key)
+        record = next((r for r in records(study) if r.trial == key), None)
+        if not source_dir.is_dir():
+            known = ", ".join(sorted(p.name.lstrip("0") or "0" for p in (run_dir / "trials").glob("*")))
+            raise CotsearchError(f"--trial {trial}: no such trial in {run_dir}; trials with files: {known or 'none'}")
+    wanted = "spec.yaml" if output.suffix in (".yaml", ".yml") else "model.safetensors"
+    source = source_dir / wanted
+    if not source.exists():
+        raise CotsearchError(f"{source}: the trial has no {wanted} (it failed or was stopped before its first epoch)")
+    atomic_write_bytes(output, source.read_bytes())
+    return record
+
+
+def copy_best(run_dir: Path, record: TrialRecord) -> Path:
+    best = run_dir / "best"
+    best.mkdir(exist_ok=True)
+    for name in ("spec.yaml", "model.safetensors"):
+        src = trial_dir(run_dir, record.trial) / name
+        if src.exists():
+            shutil.copyfile(src, best / f".{name}.tmp")
+            (best / f".{name}.tmp").replace(best / name)
+    return best

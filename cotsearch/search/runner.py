@@ -1,0 +1,264 @@
+"""`cotsearch tune`: a Ray Tune search driven by Optuna, from a space file to a run
+directory holding the study, every trial's record and weights, the best model, a Pareto
+plot and the reference presets' results.
+
+The run directory is Ray's storage path (RunConfig.storage_path) and holds the Optuna
+study (study.db), so `--resume RUN_DIR` continues a search after a crash or Ctrl-C: finished
+trials are kept and counted, trials that were running are marked interrupted and run anew.
+On a multi-node cluster the run directory must be on storage every node can write (NFS or
+similar): trials write their weights there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Ray tables; our own progress lines
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from cotsearch.atomic import atomic_write_text  # noqa: E402
+from cotsearch.errors import CotsearchError  # noqa: E402
+from cotsearch.search.records import best_record, copy_best, open_study, records, storage_for, write_trials_csv
+from cotsearch.search.searcher import BudgetedOptunaSearch, finished_trials, mark_interrupted  # noqa: E402
+from cotsearch.search.space import SearchSpace, trial_input_size  # noqa: E402
+from cotsearch.search.trial import run_trial  # noqa: E402
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE_FILE = "space.json"
+
+
+@dataclass
+class SearchOutcome:
+    run_dir: Path
+    best_trial: int | None
+    best_val_top1: float | None
+    best_test_top1: float | None
+    best_macs: int | None
+    finished: int
+    infeasible: int
+
+
+def prepare_run_dir(space: SearchSpace, run_dir: Path, resume: bool) -> SearchSpace:
+    """Create (or, resuming, check) the run directory; fail now, not after an hour of work,
+    when it cannot be written. Returns the space to run (resuming: the saved one, with
+    only the trial count taken from the command line)."""
+    saved = run_dir / SPACE_FILE
+    if resume:
+        if not saved.exists():
+            raise CotsearchError(f"--resume {run_dir}: not a cotsearch run directory (no {SPACE_FILE})")
+        old = SearchSpace.model_validate_json(saved.read_text())
+        if old.model_copy(update={"search": space.search}) != space:
+            raise CotsearchError(f"--resume {run_dir}: the space differs from the one this run was started with "
+                                 "(only --trials and the resources may change when resuming)")
+        space = old.model_copy(update={"search": space.search})
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise CotsearchError(f"--out {run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(saved, space.model_dump_json(indent=2, by_alias=True))
+    except OSError as e:
+        raise CotsearchError(f"--out {run_dir}: cannot write the run directory ({e.strerror})") from None
+    return space
+
+
+def _init_ray(address: str | None, space: SearchSpace) -> bool:
+    """Join the cluster at `address` (or RAY_ADDRESS), or start a local one. True if started here."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    if ray.is_initialized():
+        return False
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+                     num_cpus=os.cpu_count())
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise CotsearchError(f"--address {address}: cannot join the Ray cluster ({str(e).splitlines()[0]})") from None
+    return True
+
+
+class Progress(tune.Callback):
+    """A line whenever a trial starts or ends, with the counts and the best so far."""
+
+    def __init__(self, study: optuna.Study, run_dir: Path, console: Console, total: int):
+        self.study, self.run_dir, self.console = study, run_dir, console
+        self.total, self.running, self.started = total, 0, time.time()
+
+    def __getstate__(self) -> dict:
+        # Ray pickles the Tuner's state; the console and the study's engine are recreated.
+        return {k: v for k, v in self.__dict__.items() if k not in ("study", "console")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.study, self.console = open_study(self.run_dir), Console(stderr=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running += 1
+        self.line(f"trial {trial.config.get('number', '?')} started")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.running -= 1
+        write_trials_csv(self.study, self.run_dir / "trials.csv")
+        last = trial.last_result or {}
+        if last.get("failed"):
+            what = f"failed: {last['error']}"
+        elif last.get("infeasible"):
+            what = f"infeasible: {last['reason']}"
+        else:
+            what = f"val top-1 {last.get('val_top1', 0):.2%} after {last.get('epoch')} epochs"
+        self.line(f"trial {trial.config.get('number', '?')} {what}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.running -= 1
+        write_trials_csv(self.study, self.run_dir / "trials.csv")
+        self.line(f"trial {trial.config.get('number', '?')} failed (its worker raised or died)")
+
+    def line(self, event: str) -> None:
+        rows = records(self.study)
+        count = {s: sum(r.state == s for r in rows) for s in ("complete", "stopped", "failed", "infeasible")}
+        best = max((r for r in rows if r.trained and r.val_top1 is not None), key=lambda r: r.val_top1, default=None)
+        best_text = f"best {best.val_top1:.2%} (trial {best.trial})" if best else "best -"
+        self.console.print(
+            f"[{time.time() - self.started:6.0f}s] {event} | done {count['complete'] + count['stopped']}"
+            f"/{self.total} (stopped early {count['stopped']}), running {self.running}, failed {count['failed']}, "
+            f"infeasible {count['infeasible']} | {best_text}", highlight=False, soft_wrap=True)
+
+
+def _run_references(space: SearchSpace, run_dir: Path, trainable, console: Console) -> list[dict]:
+    """Train the space's reference presets with the same recipe (Ray trials too)."""
+    path = run_dir / "references.json"
+    done = json.loads(path.read_text()) if path.exists() else []
+    todo = [name for name in space.search.references if name not in {d["name"] for d in done}]
+    if todo:
+        console.print(f"training the reference presets {', '.join(todo)} with the same recipe")
+        tuner = tune.Tuner(trainable, param_space={"reference": tune.grid_search(todo)},
+                           run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name="ray-references", verbose=0))
+        for result in tuner.fit():
+            m = result.metrics or {}
+            done.append({"name": result.config["reference"], "val_top1": m.get("val_top1"), "macs": m.get("macs"),
+                         "params": m.get("params"), "latency_ms": m.get("latency_ms"), "epoch": m.get("epoch"),
+                         "error": m.get("error")})
+        atomic_write_text(path, json.dumps(done, indent=2))
+    return done
+
+
+def run_search(space: SearchSpace, run_dir: Path, resume: bool = False, address: str | None = None,
+               console: Console | None = None) -> SearchOutcome:
+    console = console or Console(stderr=True)
+    space = prepare_run_dir(space, run_dir, resume)
+    storage = storage_for(run_dir)
+    started_ray = _init_ray(address, space)
+    try:
+        searcher = BudgetedOptunaSearch(space, storage, str(run_dir.resolve()))
+        searcher.set_search_properties(None, None, {})  # creates or loads the study
+        study = searcher.study
+        if resume:
+            interrupted = mark_interrupted(study)
+            console.print(f"resuming {run_dir}: {finished_trials(study)} trials finished, {interrupted} interrupted (to run again)")
+        remaining = space.search.trials - finished_trials(study)
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, space_json=space.model_dump_json(by_alias=True), run_dir=str(run_dir.resolve())),
+            {"cpu": space.search.cpus_per_trial, "gpu": space.search.gpus_per_trial},
+        )
+        if remaining > 0:
+            scheduler = (ASHAScheduler(metric="val_top1", mode="max", max_t=space.train.epochs,
+                                       grace_period=min(space.search.grace_period, space.train.epochs),
+                                       reduction_factor=space.search.reduction_factor)
+                         if space.search.scheduler == "asha" else FIFOScheduler())
+            attempt = len(list(run_dir.glob("ray-search-*"))) + 1
+            progress = Progress(study, run_dir, console, space.search.trials)
+            console.print(f"search {space.name}: {remaining} trials to train in {run_dir} "
+                          f"({space.search.cpus_per_trial} CPU, {space.search.gpus_per_trial} GPU per trial)")
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+                                            max_concurrent_trials=space.search.max_concurrent_trials),
+                run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name=f"ray-search-{attempt}",
+                                          verbose=0, callbacks=[progress]),
+            )
+            tuner.fit()
+        references = _run_references(space, run_dir, trainable, console)
+        return finish(space, run_dir, study, references, console, searcher.infeasible)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, references: list[dict], console: Console,
+           infeasible_now: int = 0) -> SearchOutcome:
+    """Write trials.csv, best/, pareto.png; test the best model; print the top trials."""
+    from cotsearch.search.plot import plot_pareto
+
+    write_trials_csv(study, run_dir / "trials.csv")
+    rows = records(study)
+    plot_pareto(rows, references, run_dir / "pareto.png", space.budgets.model_dump())
+    best = best_record(study)
+    test_top1 = None
+    if best is not None and (copy_best(run_dir, best) / "model.safetensors").exists():
+        test_top1 = _test_best(space, run_dir / "best")
+    table = Table(title=f"top trials of {space.name} (validation top-1; the test set is only used for the best)")
+    for col in ("trial", "state", "val top-1", "MACs", "params", "latency ms", "choices"):
+        table.add_column(col, justify="left" if col in ("state", "choices") else "right")
+    trained = sorted((r for r in rows if r.trained), key=lambda r: -(r.val_top1 or 0))
+    for r in trained[:8]:
+        table.add_row(str(r.trial), r.state, f"{r.val_top1:.2%}", f"{(r.macs or 0) / 1e6:.1f}M", f"{(r.params or 0) / 1e6:.2f}M",
+                      "-" if r.latency_ms is None else f"{r.latency_ms:.2f}",
+                      describe_choices(space.decode(r.sampled)))
+    for ref in references:
+        if ref.get("val_top1") is not None:
+            table.add_row(f"ref {ref['name']}", "reference", f"{ref['val_top1']:.2%}", f"{(ref['macs'] or 0) / 1e6:.1f}M",
+                          f"{(ref['params'] or 0) / 1e6:.2f}M", "-" if ref.get("latency_ms") is None else f"{ref['latency_ms']:.2f}", "")
+    Console(width=max(Console().width, 140)).print(table)
+    counts = {s: sum(r.state == s for r in rows) for s in ("complete", "stopped", "failed", "infeasible", "interrupted")}
+    console.print(f"trials: {counts}; records in {run_dir / 'trials.csv'}, plot {run_dir / 'pareto.png'}")
+    if best is None:
+        console.print("no trial finished training: no best model")
+    else:
+        budget = space.budgets.max_macs
+        console.print(f"best: trial {best.trial}, val top-1 {best.val_top1:.2%}, test top-1 "
+                      f"{'-' if test_top1 is None else f'{test_top1:.2%}'}, {best.macs / 1e6:.2f} M MACs"
+                      f"{f' (budget {budget / 1e6:.1f} M)' if budget else ''} -> {run_dir / 'best'}")
+    return SearchOutcome(run_dir, best and best.trial, best and best.val_top1, test_top1, best and best.macs,
+                         finished_trials(study), counts["infeasible"])
+
+
+def describe_choices(values: dict) -> str:
+    """stages.1.blocks=[cot, conv] -> s1=cot+conv: short enough for a table cell."""
+    parts = []
+    for key, value in values.items():
+        key = key.replace("stages.", "s").replace(".blocks", "")
+        value = "+".join(value) if isinstance(value, list) else value
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def _test_best(space: SearchSpace, best_dir: Path) -> float:
+    """The best model's top-1 on the test set: reported once, never used to choose."""
+    from cotsearch.data import load_data
+    from cotsearch.latency import resolve_device
+    from cotsearch.model_file import load_model
+    from cotsearch.train import evaluate
+
+    recipe = space.train
+    data = load_data(recipe.data, val_size=recipe.val_size, input_size=recipe.input_size)
+    config = recipe.train_config()
+    device = resolve_device(config.device)
+    model = load_model(best_dir / "model.safetensors", device)
+    _, top1 = evaluate(model, data.test, config, device)
+    result = {"test_top1": top1, "test_images": len(data.test), "spec_hash": model.spec.spec_hash(),
+              "input_size": trial_input_size(space, model.spec)}
+    atomic_write_text(best_dir / "result.json", json.dumps(result, indent=2))
+    return top1

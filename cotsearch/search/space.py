@@ -1,0 +1,261 @@
+"""Search-space files (`spaces/*.yaml`): a base spec, choices over its fields, budgets,
+objectives, the trials' training recipe and the search settings.
+
+A parameter is a dotted path into the base spec (`stages.1.blocks`, `stages.2.cot.kernel_size`,
+`shortcut`) or the special `width_mult` (every stage's planes times it, rounded to a multiple
+of 8). It takes a categorical `choice`, an `int` or a `float` range, and may depend on
+earlier parameters with `when` (it is only sampled when they have one of the given values).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from cotsearch.cost import CostReport, estimate_cost
+from cotsearch.errors import SpecError
+from cotsearch.spec import BackboneSpec, StrictModel
+from cotsearch.spec_io import format_validation_error, load_spec, read_yaml
+from cotsearch.train import TrainConfig
+
+WIDTH_MULT = "width_mult"
+METRICS = ("val_top1", "macs", "params", "latency_ms")
+
+
+class ParamSpec(StrictModel):
+    choice: list[Any] | None = Field(None, min_length=1, description="categorical values (a list value is one choice)")
+    int_range: list[int] | None = Field(None, alias="int", min_length=2, max_length=2, description="[low, high], inclusive")
+    float_range: list[float] | None = Field(None, alias="float", min_length=2, max_length=2, description="[low, high]")
+    step: int | float | None = Field(None, gt=0)
+    log: bool = False
+    when: dict[str, Any] | None = Field(None, description="sample only when each named earlier parameter has this value (or one of these values, given a list)")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ParamSpec:
+        kinds = [k for k in ("choice", "int_range", "float_range") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            given = ", ".join(k.removesuffix("_range") for k in kinds) or "none"
+            raise ValueError(f"give exactly one of choice, int, float (got {given})")
+        bounds = self.int_range or self.float_range
+        if bounds is not None and bounds[0] > bounds[1]:
+            raise ValueError(f"range [{bounds[0]}, {bounds[1]}] is empty: low is above high")
+        return self
+
+    def labels(self) -> list:
+        """Optuna's categorical values must be plain scalars: a list choice becomes its JSON text."""
+        return [c if c is None or isinstance(c, bool | int | float | str) else json.dumps(c) for c in self.choice]
+
+    def decode(self, label):
+        return self.choice[self.labels().index(label)] if self.choice is not None else label
+
+
+class Budgets(StrictModel):
+    max_macs: float | None = Field(None, gt=0, description="the paper's MAC count (cotsearch.cost 'macs'), at the data's image size")
+    max_params: float | None = Field(None, gt=0)
+    max_latency_ms: float | None = Field(None, gt=0, description="inference latency on the trial's own device, measured before training")
+    latency_batch_size: int = Field(1, ge=1)
+
+    def names(self) -> list[str]:
+        return [n for n in ("max_macs", "max_params", "max_latency_ms") if getattr(self, n) is not None]
+
+
+class Objective(StrictModel):
+    metric: Literal["val_top1", "macs", "params", "latency_ms"]
+    direction: Literal["maximize", "minimize"]
+
+
+class TrialRecipe(TrainConfig):
+    """How every trial trains (TrainConfig's fields) and on what."""
+
+    data: str = Field("fashion-mnist", description="see `cotsearch train --data`")
+    train_limit: int | None = Field(None, ge=1)
+    val_size: int | None = Field(None, ge=1, description="validation images held out of the training set")
+    input_size: int = Field(224, ge=8, description="image size for folder data")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig.model_validate(self.model_dump(include=set(TrainConfig.model_fields)))
+
+
+class SearchSettings(StrictModel):
+    trials: int = Field(12, ge=1, le=100_000, description="trials to train (infeasible samples are extra)")
+    sampler: Literal["tpe", "nsga2", "random"] | None = Field(None, description="null: tpe for one objective, nsga2 for several")
+    seed: int = Field(0, ge=0)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    scheduler: Literal["asha", "none"] = "asha"
+    grace_period: int = Field(1, ge=1, description="epochs before ASHA may stop a trial")
+    reduction_factor: int = Field(2, ge=2)
+    max_infeasible: int = Field(2000, ge=1, description="consecutive infeasible samples before the search gives up")
+    trial_timeout_s: float | None = Field(None, gt=0)
+    references: list[str] = Field(default_factory=list, description="presets trained with the same recipe, for comparison")
+
+
+class SearchSpace(StrictModel):
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = None
+    base: str | BackboneSpec = Field(description="a preset name, a spec file, or an inline spec")
+    params: dict[str, ParamSpec] = Field(min_length=1)
+    budgets: Budgets = Field(default_factory=Budgets)
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective(metric="val_top1", direction="maximize")], min_length=1)
+    train: TrialRecipe = Field(default_factory=TrialRecipe)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+
+    @field_validator("objectives")
+    @classmethod
+    def _top1_first(cls, objectives: list[Objective]) -> list[Objective]:
+        if objectives[0].metric != "val_top1" or objectives[0].direction != "maximize":
+            raise ValueError("the first objective must be {metric: val_top1, direction: maximize}")
+        if len({o.metric for o in objectives}) != len(objectives):
+            raise ValueError("each metric may appear once")
+        return objectives
+
+    @model_validator(mode="after")
+    def _params_fit_the_base(self) -> SearchSpace:
+        base = self.base_spec()
+        seen: list[str] = []
+        for path, param in self.params.items():
+            for name in (param.when or {}):
+                if name not in seen:
+                    raise ValueError(f"params.{path}.when: {name!r} is not an earlier parameter")
+            values = param.choice if param.choice is not None else list(param.int_range or param.float_range)
+            for value in values:
+                try:
+                    apply_params(base, {path: value})
+                except SpecError as e:
+                    raise ValueError(f"params.{path}: value {value!r} does not fit the base spec: {e}") from None
+            seen.append(path)
+        return self
+
+    def base_spec(self) -> BackboneSpec:
+        return self.base if isinstance(self.base, BackboneSpec) else load_spec(self.base)
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [o.metric for o in self.objectives]
+
+    @property
+    def modes(self) -> list[str]:
+        return ["max" if o.direction == "maximize" else "min" for o in self.objectives]
+
+    def sample(self, trial) -> dict[str, Any]:
+        """Define-by-run sampling on an Optuna trial; returns Optuna's (encoded) values."""
+        values: dict[str, Any] = {}
+        for path, p in self.params.items():
+            if not self._active(p, values):
+                continue
+            if p.choice is not None:
+                values[path] = trial.suggest_categorical(path, p.labels())
+            elif p.int_range is not None:
+                values[path] = trial.suggest_int(path, *p.int_range, step=int(p.step or 1), log=p.log)
+            else:
+                values[path] = trial.suggest_float(path, *p.float_range, step=p.step, log=p.log)
+        return values
+
+    def _active(self, param: ParamSpec, values: dict[str, Any]) -> bool:
+        """A `when` condition holds: every named parameter was sampled, with a wanted value."""
+        return all(name in values and _matches(self.params[name].decode(values[name]), wanted)
+                   for name, wanted in (param.when or {}).items())
+
+    def decode(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        return {path: self.params[path].decode(value) for path, value in sampled.items()}
+
+    def spec_for(self, sampled: dict[str, Any]) -> BackboneSpec:
+        """The spec of a sample (Optuna's encoded values); SpecError if the combination is invalid."""
+        spec = apply_params(self.base_spec(), self.decode(sampled))
+        return spec.model_copy(update={"name": f"{self.name}-{spec.spec_hash()}"})
+
+    def constraints(self, cost: CostReport | None, latency_ms: float | None = None) -> list[float]:
+        """Optuna constraint values, one per budget: <= 0 when within it (budget - 1 ratio)."""
+        values = []
+        for name in self.budgets.names():
+            limit = getattr(self.budgets, name)
+            actual = {"max_macs": cost.macs if cost else None, "max_params": cost.params if cost else None,
+                      "max_latency_ms": latency_ms}[name]
+            values.append(0.0 if actual is None else actual / limit - 1.0)
+        return values
+
+
+def _matches(value, wanted) -> bool:
+    """`wanted` is a value, or a list of values (so a pattern value is written as [[cot, conv]])."""
+    return value in wanted if isinstance(wanted, list) else value == wanted
+
+
+def _set_path(data: dict, path: str, value) -> None:
+    keys = path.split(".")
+    node = data
+    for i, key in enumerate(keys[:-1]):
+        node = _child(node, key, keys[: i + 1])
+    last = keys[-1]
+    if isinstance(node, list):
+        index = _index(node, last, keys)
+        node[index] = value
+    elif isinstance(node, dict) and last in node:
+        node[last] = value
+    else:
+        raise SpecError(f"{path}: no such field in the spec")
+
+
+def _child(node, key: str, where: list[str]):
+    if isinstance(node, list):
+        return node[_index(node, key, where)]
+    if isinstance(node, dict) and key in node and isinstance(node[key], dict | list):
+        return node[key]
+    raise SpecError(f"{'.'.join(where)}: no such field in the spec")
+
+
+def _index(node: list, key: str, where: list[str]) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise SpecError(f"{'.'.join(where)}: expected an index below {len(node)}")
+    return int(key)
+
+
+def apply_params(base: BackboneSpec, values: dict[str, Any]) -> BackboneSpec:
+    """The base spec with each dotted path set (width_mult scales every stage's planes)."""
+    data = copy.deepcopy(base.model_dump(mode="json"))
+    for path, value in values.items():
+        if path == WIDTH_MULT:
+            for stage in data["stages"]:
+                stage["planes"] = max(8, int(round(stage["planes"] * value / 8)) * 8)
+        else:
+            _set_path(data, path, value)
+    try:
+        return BackboneSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(format_validation_error(e, "sampled spec")) from None
+
+
+def load_space(path: str) -> SearchSpace:
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping (name, base, params, budgets, ...), got {type(data).__name__}")
+    try:
+        return SearchSpace.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(format_validation_error(e, str(path), SearchSpace)) from None
+
+
+def price(space: SearchSpace, sampled: dict[str, Any]) -> tuple[BackboneSpec | None, CostReport | None, list[float], str | None]:
+    """(spec, cost, constraint values, reason it is infeasible or None), without building anything."""
+    try:
+        spec = space.spec_for(sampled)
+    except SpecError as e:
+        return None, None, [1.0] * len(space.budgets.names()), f"invalid: {e}"
+    cost = estimate_cost(spec, trial_input_size(space, spec))
+    constraints = space.constraints(cost)
+    over = [f"{name} by {value:+.1%}" for name, value in zip(space.budgets.names(), constraints) if value > 0]
+    return spec, cost, constraints, ("over budget: " + ", ".join(over)) if over else None
+
+
+def trial_input_size(space: SearchSpace, spec: BackboneSpec) -> int:
+    """Budgets are priced at the trials' image size: the data's (28 for the MNIST family,
+    32 for CIFAR) or the recipe's input_size for image folders."""
+    kind = space.train.data.split(":", 1)[0].lower()
+    if kind in ("fashion-mnist", "fashion_mnist", "mnist"):
+        return 28
+    if kind in ("cifar10", "cifar100"):
+        return 32
+    return space.train.input_size if kind == "folder" else spec.input_size

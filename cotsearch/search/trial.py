@@ -1,0 +1,100 @@
+"""One trial, as Ray Tune runs it on any node: build the sampled spec, check the latency
+budget on this device, train, report every epoch (ASHA may stop it there), and keep the
+weights of the last finished epoch in the run directory.
+
+Anything the trial raises (an error, a NaN loss, out of memory) is reported as a failed
+result with its reason, so the search records it and goes on."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import torch
+from ray import tune
+
+from cotsearch.atomic import atomic_write_text
+from cotsearch.cost import estimate_cost
+from cotsearch.data import load_data
+from cotsearch.latency import measure_latency, resolve_device
+from cotsearch.model_file import save_model
+from cotsearch.search.records import trial_dir
+from cotsearch.search.space import SearchSpace
+from cotsearch.spec_io import dump_yaml, load_spec
+from cotsearch.train import model_for_data, train
+
+_DATA_CACHE: dict = {}  # one load per worker process, reused by its later trials
+
+
+def _data(space: SearchSpace):
+    recipe = space.train
+    key = (recipe.data, recipe.train_limit, recipe.val_size, recipe.input_size)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = load_data(recipe.data, train_limit=recipe.train_limit, val_size=recipe.val_size,
+                                     input_size=recipe.input_size, workers=max(0, int(space.search.cpus_per_trial) - 1))
+    return _DATA_CACHE[key]
+
+
+def _start_watchdog(seconds: float, out) -> threading.Timer:
+    """A hung trial cannot report; past its time limit it leaves its reason on disk and ends
+    its worker process, which Ray records as a failed trial (the searcher reads the reason)."""
+    def expire():
+        atomic_write_text(out / "failure.txt", f"timeout: still running after the trial_timeout_s of {seconds:g} s")
+        os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def run_trial(config: dict, space_json: str, run_dir: str) -> None:
+    space = SearchSpace.model_validate_json(space_json)
+    started = time.time()
+    torch.set_num_threads(max(1, int(space.search.cpus_per_trial)))
+    if "reference" in config:  # a preset trained with the same recipe, for comparison
+        spec, number = load_spec(config["reference"]), f"ref-{config['reference']}"
+    else:
+        spec, number = space.spec_for(config["sampled"]), config["number"]
+    out = trial_dir(run_dir, number)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "spec.yaml", dump_yaml(spec))
+    base = {"node": socket.gethostname(), "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "number": str(number),
+            "trial_started_at": started}
+    watchdog = _start_watchdog(space.search.trial_timeout_s, out) if space.search.trial_timeout_s else None
+
+    def report(metrics: dict) -> None:
+        tune.report({**base, **metrics, "duration_s": time.time() - started})
+
+    try:
+        data = _data(space)
+        model = model_for_data(spec, data)
+        cost = estimate_cost(model.spec)
+        costs = {"macs": float(cost.macs), "params": float(cost.params)}
+        config_train = space.train.train_config()
+        device = resolve_device(config_train.device)
+        # Every trial measures its latency on its own device (about a second): budgets,
+        # objectives and the Pareto plot use it.
+        latency = measure_latency(model, device, space.budgets.latency_batch_size, min_run_time=0.2).median_ms
+        limit = space.budgets.max_latency_ms
+        if limit is not None and latency > limit and "reference" not in config:
+            report({"infeasible": True, "reason": f"over budget: latency {latency:.2f} ms > {limit} ms on {device}",
+                    "constraints": space.constraints(cost, latency), "latency_ms": latency, **costs,
+                    "val_top1": 0.0, "epoch": 0})
+            return
+        extra = {**data.metadata(), "trial": str(number), "search": space.name}
+
+        def on_epoch(m) -> None:
+            save_model(model, out / "model.safetensors", extra={**extra, "epoch": m.epoch, "val_top1": m.val_top1})
+            report({"val_top1": m.val_top1, "val_loss": m.val_loss, "train_loss": m.train_loss, "epoch": m.epoch,
+                    "images_per_s": m.train_images_per_s, "latency_ms": latency, **costs})
+
+        train(model, data, config_train, on_epoch=on_epoch, test=False)
+    except Exception as e:  # noqa: BLE001 -- every failure is a result for the search, with its reason
+        report({"failed": True, "error": f"{type(e).__name__}: {e}"[:500], "val_top1": 0.0, "epoch": 0})
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()

@@ -1,0 +1,207 @@
+"""Training a spec on a data set: timm's optimizer and scheduler factories, label
+smoothing, optional mixup / cutmix, AMP and channels_last on GPU, per-epoch validation
+with a callback that can stop the run, and checkpoints that resume exactly.
+
+Runs are reproducible on CPU: every epoch reseeds the global RNG (dropout, drop path,
+mixup) and the data order / augmentation from (seed, epoch), so the same seed gives the
+same numbers, and a resumed run continues as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+
+from cotsearch.checkpoint import load_checkpoint, save_checkpoint
+from cotsearch.data import DataSplits
+from cotsearch.latency import resolve_device
+from cotsearch.model import CoTNet, build_model
+from cotsearch.spec import BackboneSpec
+
+
+class TrainConfig(BaseModel):
+    """A training recipe. Defaults suit the small-image proxies of a search."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(3, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=65_536)
+    lr: float | None = Field(None, gt=0, description="peak learning rate; null: 4e-3 for adamw, 0.1 for sgd")
+    opt: Literal["adamw", "sgd"] = Field("adamw", description="adamw, or sgd: SGD with Nesterov momentum 0.9")
+    weight_decay: float = Field(5e-5, ge=0, description="not applied to biases and norm weights")
+    warmup_epochs: int = Field(0, ge=0)
+    min_lr: float = Field(1e-5, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    augment: bool = Field(False, description="random shifts and flips (in-memory sets) or timm's train transforms "
+                          "(image folders); off by default: it slows the few epochs of a proxy run")
+    mixup: float = Field(0.0, ge=0, description="mixup alpha; 0 = off")
+    cutmix: float = Field(0.0, ge=0, description="cutmix alpha; 0 = off")
+    amp: bool = Field(True, description="mixed precision (bf16 or fp16) on GPU; ignored on CPU")
+    channels_last: bool = Field(False, description="channels_last memory format")
+    seed: int = Field(0, ge=0)
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    eval_batch_size: int = Field(512, ge=1)
+
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else (0.1 if self.opt == "sgd" else 4e-3)
+
+    def fingerprint(self) -> str:
+        """What must match for a checkpoint to be resumed (the device may change)."""
+        data = self.model_dump(exclude={"device", "eval_batch_size"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_top1: float
+    train_images_per_s: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochMetrics] = field(default_factory=list)
+    stopped_early: bool = False
+    resumed_from_epoch: int = 0
+    test_top1: float | None = None
+    test_loss: float | None = None
+
+    @property
+    def train_images_per_s(self) -> float:
+        return sum(e.train_images_per_s for e in self.history) / len(self.history) if self.history else 0.0
+
+    def to_dict(self) -> dict:
+        return {"history": [asdict(e) for e in self.history], "stopped_early": self.stopped_early,
+                "resumed_from_epoch": self.resumed_from_epoch, "test_top1": self.test_top1,
+                "test_loss": self.test_loss, "train_images_per_s": self.train_images_per_s}
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type != "cuda" or not enabled:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, split, config: TrainConfig, device: torch.device) -> tuple[float, float]:
+    """(mean cross-entropy, top-1 accuracy as a fraction) over a split."""
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    for x, y in split.batches(config.eval_batch_size, shuffle=False, seed=0, augment=False):
+        x, y = x.to(device, memory_format=memory_format, non_blocking=True), y.to(device)
+        with _autocast(device, config.amp):
+            logits = model(x)
+        loss_sum += torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        count += len(y)
+    return loss_sum / max(count, 1), correct / max(count, 1)
+
+
+def model_for_data(spec: BackboneSpec | str, data: DataSplits) -> CoTNet:
+    """The spec's network with the data set's channels, classes and image size."""
+    return build_model(spec, num_classes=data.num_classes, in_chans=data.in_chans, input_size=data.input_size)
+
+
+def train(
+    model: CoTNet,
+    data: DataSplits,
+    config: TrainConfig,
+    on_epoch: Callable[[EpochMetrics], bool | None] | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+    checkpoint: str | Path | None = None,
+    test: bool = True,
+) -> TrainResult:
+    """Train `model` in place. `on_epoch(metrics)` returning True stops the run (a search's
+    early stopping); `on_step(step, steps_per_epoch, loss)` drives progress bars;
+    `checkpoint` is saved after every epoch and resumed from if it exists."""
+    device = resolve_device(config.device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    lr = config.peak_lr()
+    optimizer = create_optimizer_v2(model, opt="sgd" if config.opt == "sgd" else "adamw", lr=lr,
+                                    weight_decay=config.weight_decay, momentum=0.9)
+    steps = math.ceil(len(data.train) / config.batch_size)
+    scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=config.epochs, min_lr=config.min_lr,
+                                       warmup_epochs=config.warmup_epochs, warmup_lr=lr * 0.01,
+                                       step_on_epochs=False, updates_per_epoch=steps)
+    mixing = config.mixup > 0 or config.cutmix > 0
+    mixup = Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, label_smoothing=config.label_smoothing,
+                  num_classes=data.num_classes) if mixing else None
+    loss_fn = SoftTargetCrossEntropy() if mixing else (
+        LabelSmoothingCrossEntropy(config.label_smoothing) if config.label_smoothing else torch.nn.CrossEntropyLoss())
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported())
+
+    result = TrainResult()
+    identity = {"spec": model.spec.spec_hash(), "config": config.fingerprint(), "data": data.name, "train_size": len(data.train)}
+    start_epoch = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        saved = load_checkpoint(checkpoint, model, optimizer)
+        if saved["identity"] == identity:
+            start_epoch = saved["epoch"]
+            result.history = [EpochMetrics(**e) for e in saved["history"]]
+            result.resumed_from_epoch = start_epoch
+        else:  # another run's checkpoint: start afresh rather than mix the two
+            model.init_weights(model.spec.zero_init_last)
+            optimizer = create_optimizer_v2(model, opt="sgd" if config.opt == "sgd" else "adamw", lr=lr,
+                                            weight_decay=config.weight_decay, momentum=0.9)
+
+    for epoch in range(start_epoch, config.epochs):
+        torch.manual_seed(config.seed * 100_003 + epoch)
+        model.train()
+        began, seen, loss_sum = time.perf_counter(), 0, 0.0
+        batches = data.train.batches(config.batch_size, shuffle=True, seed=config.seed * 100_003 + epoch,
+                                     augment=config.augment)
+        for step, (x, y) in enumerate(batches):
+            x, y = x.to(device, memory_format=memory_format, non_blocking=True), y.to(device, non_blocking=True)
+            if mixup is not None and len(y) % 2 == 0:
+                x, target = mixup(x, y)
+            else:
+                target = y
+            with _autocast(device, config.amp):
+                loss = loss_fn(model(x), target) if mixing or config.label_smoothing else loss_fn(model(x), y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step_update(epoch * steps + step + 1)
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            if on_step is not None:
+                on_step(step + 1, steps, loss.item())
+        train_seconds = time.perf_counter() - began
+        val_loss, val_top1 = evaluate(model, data.val, config, device)
+        metrics = EpochMetrics(epoch + 1, loss_sum / max(seen, 1), val_loss, val_top1, seen / train_seconds,
+                               optimizer.param_groups[0]["lr"], time.perf_counter() - began)
+        result.history.append(metrics)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, optimizer, {"identity": identity, "epoch": epoch + 1,
+                                                           "history": [asdict(e) for e in result.history]})
+        if on_epoch is not None and on_epoch(metrics):
+            result.stopped_early = epoch + 1 < config.epochs
+            break
+    if test:
+        result.test_loss, result.test_top1 = evaluate(model, data.test, config, device)
+    return result

@@ -1,0 +1,173 @@
+"""Data loaders on files the tests write: IDX, CIFAR pickles, ImageFolder PNGs, and the
+clear error of each bad case."""
+
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cotsearch.data import load_data
+from cotsearch.data.splits import stratified_subset
+from cotsearch.errors import DataError
+
+
+def write_idx(folder, prefix, images, labels, gz=True, images_magic=0x803):
+    folder.mkdir(parents=True, exist_ok=True)
+    n, h, w = images.shape
+    img = images_magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (n, h, w)) + images.tobytes()
+    lab = (0x801).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.astype(np.uint8).tobytes()
+    for name, data in ((f"{prefix}-images-idx3-ubyte", img), (f"{prefix}-labels-idx1-ubyte", lab)):
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (folder / name).write_bytes(data)
+
+
+def fake_images(n, classes=10, size=28, seed=0):
+    """Images whose class is visible: class k has a bright bar at row 2k."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    images = rng.integers(0, 60, (n, size, size), dtype=np.uint8)
+    for i, k in enumerate(labels):
+        images[i, (2 * k) % size] = 250
+    return images, labels
+
+
+@pytest.fixture
+def idx_dir(tmp_path):
+    folder = tmp_path / "fmnist"
+    write_idx(folder, "train", *fake_images(300))
+    write_idx(folder, "t10k", *fake_images(50, seed=1), gz=False)
+    return folder
+
+
+def test_idx_splits_and_stats(idx_dir):
+    data = load_data(f"fashion-mnist:{idx_dir}", val_size=50)
+    assert (len(data.train), len(data.val), len(data.test)) == (250, 50, 50)
+    assert data.in_chans == 1 and data.input_size == 28 and data.num_classes == 10
+    assert np.bincount(data.val.labels).tolist() == [5] * 10  # stratified
+    x, y = next(data.train.batches(64, shuffle=True, seed=0, augment=False))
+    assert x.shape == (64, 1, 28, 28) and y.dtype.is_floating_point is False
+    all_train = np.concatenate([b[0].numpy() for b in data.train.batches(1000, False, 0, False)])
+    assert abs(all_train.mean()) < 1e-4 and abs(all_train.std() - 1) < 1e-3  # normalised with its own stats
+
+
+def test_validation_split_is_fixed_and_disjoint(idx_dir):
+    a = load_data(f"fashion-mnist:{idx_dir}", val_size=50)
+    b = load_data(f"fashion-mnist:{idx_dir}", val_size=50, train_limit=100)
+    val_a = {bytes(img.numpy()) for img in a.val.images}
+    assert val_a == {bytes(img.numpy()) for img in b.val.images}
+    assert not val_a & {bytes(img.numpy()) for img in a.train.images}
+    assert len(b.train) == 100 and np.bincount(b.train.labels).tolist() == [10] * 10
+
+
+def test_augmented_batches_keep_shape_and_vary_with_seed(idx_dir):
+    data = load_data(f"fashion-mnist:{idx_dir}", val_size=50)
+    a = next(data.train.batches(32, False, seed=1, augment=True))[0]
+    b = next(data.train.batches(32, False, seed=2, augment=True))[0]
+    plain = next(data.train.batches(32, False, seed=1, augment=False))[0]
+    assert a.shape == plain.shape and not a.equal(b) and not a.equal(plain)
+    assert a.equal(next(data.train.batches(32, False, seed=1, augment=True))[0])
+
+
+def test_stratified_subset_exact_size():
+    labels = np.array([0] * 7 + [1] * 3 + [2] * 1)
+    chosen, rest = stratified_subset(labels, 5)
+    assert len(chosen) == 5 and len(rest) == 6 and not set(chosen) & set(rest)
+    assert sorted(np.bincount(labels[chosen], minlength=3).tolist()) == [0, 2, 3] or np.bincount(labels[chosen])[0] >= 3
+
+
+def write_cifar(folder, n_per_batch=20, evil=False):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 255, (n_per_batch, 3072), dtype=np.uint8),
+                 b"labels": list(rng.integers(0, 10, n_per_batch)), b"batch_label": b"x"}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    names = {b"label_names": [f"class{i}".encode() for i in range(10)]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(names, protocol=2))
+    if evil:
+        class Payload:
+            def __reduce__(self):
+                return (print, ("never",))
+        (folder / "test_batch").write_bytes(pickle.dumps({b"data": Payload()}))
+
+
+def test_cifar10_python_pickles(tmp_path):
+    write_cifar(tmp_path / "cifar-10-batches-py")
+    data = load_data(f"cifar10:{tmp_path / 'cifar-10-batches-py'}", val_size=20)
+    assert (len(data.train), len(data.val), len(data.test)) == (80, 20, 20)
+    assert data.in_chans == 3 and data.input_size == 32 and data.classes[3] == "class3"
+    assert len(data.mean) == 3
+
+
+def test_cifar_pickle_with_code_is_refused(tmp_path):
+    write_cifar(tmp_path / "c", evil=True)
+    with pytest.raises(DataError, match="refused builtins.print"):
+        load_data(f"cifar10:{tmp_path / 'c'}", val_size=20)
+
+
+def write_folder(root, classes=("cat", "dog"), n=6, size=20):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (size, size + 4, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
+def test_image_folder_png(tmp_path):
+    write_folder(tmp_path / "train")
+    write_folder(tmp_path / "val", n=2)
+    data = load_data(f"folder:{tmp_path}", input_size=32, val_size=2, workers=0)
+    assert data.classes == ["cat", "dog"] and len(data.test) == 4 and len(data.val) == 2 and len(data.train) == 10
+    x, y = next(data.train.batches(4, shuffle=True, seed=0, augment=True))
+    assert x.shape == (4, 3, 32, 32)
+    x, y = next(data.test.batches(4, shuffle=False, seed=0, augment=False))
+    assert x.shape == (4, 3, 32, 32) and y.tolist() == [0, 0, 1, 1]
+
+
+def test_single_image_folder_carves_val_and_test(tmp_path):
+    write_folder(tmp_path / "all", n=10)
+    data = load_data(f"folder:{tmp_path / 'all'}", input_size=16, workers=0)
+    assert len(data.val) == 2 and len(data.test) == 2 and len(data.train) == 16
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing folder", "no such folder"),
+    ("truncated file", "truncated"),
+    ("wrong magic", "wrong magic number 0x00000999; expected 0x00000803"),
+    ("labels out of range", "labels out of range [0, 12]; expected 0..9"),
+    ("empty class folder", "Found no valid file for the classes empty"),
+    ("unknown data set", "unknown data set"),
+    ("missing labels file", "no t10k-labels-idx1-ubyte.gz"),
+])
+def test_bad_data_gives_one_clear_line(tmp_path, case, message):
+    folder = tmp_path / "d"
+    source = f"fashion-mnist:{folder}"
+    if case == "truncated file":
+        write_idx(folder, "train", *fake_images(100))
+        write_idx(folder, "t10k", *fake_images(20))
+        path = folder / "train-images-idx3-ubyte.gz"
+        path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-100]))
+    elif case == "wrong magic":
+        write_idx(folder, "train", *fake_images(100), images_magic=0x999)
+    elif case == "labels out of range":
+        images, labels = fake_images(100)
+        labels[5] = 12
+        write_idx(folder, "train", images, labels)
+        write_idx(folder, "t10k", *fake_images(20))
+    elif case == "empty class folder":
+        write_folder(folder)
+        (folder / "empty").mkdir()
+        source = f"folder:{folder}"
+    elif case == "unknown data set":
+        source = "imagenet21k"
+    elif case == "missing labels file":
+        write_idx(folder, "train", *fake_images(100))
+        write_idx(folder, "t10k", *fake_images(20))
+        (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError) as err:
+        load_data(source, val_size=10)
+    assert message in str(err.value) and "\n" not in str(err.value)

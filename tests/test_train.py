@@ -1,0 +1,127 @@
+"""Training: it learns, it is reproducible, it stops when told, it resumes after a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from test_data import fake_images, write_idx
+
+from cotsearch.data import load_data
+from cotsearch.train import TrainConfig, TrainingDiverged, model_for_data, train
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fmnist")
+    write_idx(folder, "train", *fake_images(600))
+    write_idx(folder, "t10k", *fake_images(100, seed=1))
+    return folder
+
+
+def run_once(folder, **overrides):
+    data = load_data(f"fashion-mnist:{folder}", val_size=100)
+    model = model_for_data("cotnet_tiny", data)
+    config = TrainConfig(epochs=2, batch_size=50, device="cpu", **overrides)
+    return model, train(model, data, config)
+
+
+def test_learns_the_visible_classes(small_data):
+    _, result = run_once(small_data)
+    assert result.history[0].val_top1 < result.history[-1].val_top1 or result.history[-1].val_top1 > 0.9
+    assert result.test_top1 > 0.5  # ten classes: chance is 0.1
+    assert result.train_images_per_s > 0
+
+
+def test_same_seed_same_result_on_cpu(small_data):
+    _, a = run_once(small_data, seed=3, augment=True, mixup=0.2)
+    _, b = run_once(small_data, seed=3, augment=True, mixup=0.2)
+    assert [(e.train_loss, e.val_top1) for e in a.history] == [(e.train_loss, e.val_top1) for e in b.history]
+    assert a.test_top1 == b.test_top1
+    _, c = run_once(small_data, seed=4, augment=True, mixup=0.2)
+    assert [e.train_loss for e in c.history] != [e.train_loss for e in a.history]
+
+
+def test_callback_stops_the_run(small_data):
+    data = load_data(f"fashion-mnist:{small_data}", val_size=100)
+    model = model_for_data("cotnet_tiny", data)
+    result = train(model, data, TrainConfig(epochs=3, batch_size=50), on_epoch=lambda m: m.epoch == 1, test=False)
+    assert len(result.history) == 1 and result.stopped_early and result.test_top1 is None
+
+
+def test_nan_loss_raises(small_data):
+    data = load_data(f"fashion-mnist:{small_data}", val_size=100)
+    model = model_for_data("cotnet_tiny", data)
+    with torch.no_grad():
+        model.fc.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="loss is nan at epoch 1, step 1"):
+        train(model, data, TrainConfig(epochs=1, batch_size=50))
+
+
+def test_sgd_and_checkpoint_round_trip_in_process(small_data, tmp_path):
+    ckpt = tmp_path / "ckpt.safetensors"
+    data = load_data(f"fashion-mnist:{small_data}", val_size=100)
+    config = TrainConfig(epochs=2, batch_size=50, opt="sgd")
+    full = train(model_for_data("cotnet_tiny", data), data, config)
+
+    class Killed(Exception):
+        pass
+
+    def die_after_first(m):
+        if m.epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(model_for_data("cotnet_tiny", data), data, config, on_epoch=die_after_first, checkpoint=ckpt)
+    resumed = train(model_for_data("cotnet_tiny", data), data, config, checkpoint=ckpt)
+    assert resumed.resumed_from_epoch == 1
+    assert [e.val_top1 for e in resumed.history] == [e.val_top1 for e in full.history]
+    assert resumed.test_top1 == full.test_top1
+
+
+def cli_train(folder, *extra):
+    return [sys.executable, "-m", "cotsearch.cli", "train", "cotnet_tiny", "--data", f"fashion-mnist:{folder}",
+            "--epochs", "3", "--batch-size", "50", "--device", "cpu", "--json", *extra]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(small_data, tmp_path):
+    """SIGKILL the command after its first epoch's checkpoint, run it again, and compare
+    with a run that was never interrupted."""
+    ckpt = tmp_path / "run.safetensors"
+    proc = subprocess.Popen(cli_train(small_data, "--checkpoint", str(ckpt)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert ckpt.exists(), proc.stderr.read().decode()[-500:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run(cli_train(small_data, "--checkpoint", str(ckpt)), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr
+    plain = subprocess.run(cli_train(small_data), capture_output=True, text=True)
+    a, b = json.loads(resumed.stdout.splitlines()[-1]), json.loads(plain.stdout.splitlines()[-1])
+    assert a["resumed_from_epoch"] >= 1
+    assert [e["val_top1"] for e in a["history"]] == [e["val_top1"] for e in b["history"]]
+    assert a["test_top1"] == b["test_top1"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="needs dataset-fashion-mnist")
+def test_one_epoch_on_10k_fashion_mnist_reaches_80_percent(tmp_path):
+    out = tmp_path / "tiny.safetensors"
+    result = subprocess.run([sys.executable, "-m", "cotsearch.cli", "train", "cotnet_tiny", "--epochs", "1",
+                             "--train-limit", "10000", "--device", "cpu", "--json", "-o", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["test_top1"] >= 0.80 and summary["train_images_per_s"] > 0
+    from cotsearch import read_metadata
+
+    spec, extra = read_metadata(out)
+    assert spec.in_chans == 1 and spec.num_classes == 10 and extra["classes"][0] == "T-shirt/top"
+    assert extra["test_top1"] == summary["test_top1"] and len(extra["mean"]) == 1
