@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	.venv/bin/cotsearch build cotnet_tiny -o runs/cotnet_tiny.safetensors
+	.venv/bin/cotsearch tune spaces/cot_stages.yaml
 
 test: setup
 	$(PY) -m pytest -q

@@ -139,7 +139,7 @@ def train(
     config = _validated(TrainConfig, dict(epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, seed=seed,
                                           device=device, augment=augment, mixup=mixup, cutmix=cutmix))
     splits = load_data(data, train_limit=train_limit, input_size=input_size)
-    model = model_for_data(backbone, splits)
+    model = model_for_data(backbone, splits, seed=config.seed)
     err_console.print(f"{backbone.name or spec}: {sum(p.numel() for p in model.parameters()):,} params; {splits.describe()}")
     progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(), console=err_console)

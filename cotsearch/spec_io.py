@@ -22,7 +22,7 @@ def _field_names(model: type[BaseModel], seen: set | None = None) -> set[str]:
     if model in seen:
         return set()
     seen.add(model)
-    names = set(model.model_fields)
+    names = {field.alias or name for name, field in model.model_fields.items()}
     for field in model.model_fields.values():
         for arg in _type_args(field.annotation):
             if isinstance(arg, type) and issubclass(arg, BaseModel):

@@ -2,9 +2,10 @@
 smoothing, optional mixup / cutmix, AMP and channels_last on GPU, per-epoch validation
 with a callback that can stop the run, and checkpoints that resume exactly.
 
-Runs are reproducible on CPU: every epoch reseeds the global RNG (dropout, drop path,
-mixup) and the data order / augmentation from (seed, epoch), so the same seed gives the
-same numbers, and a resumed run continues as if it had never stopped.
+Runs are reproducible on CPU: the initial weights come from the seed (model_for_data), and
+every epoch reseeds torch's, NumPy's and Python's global RNGs (dropout, drop path, mixup)
+and the data order / augmentation from (seed, epoch), so the same seed gives the same
+numbers, and a resumed run continues as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from timm.data import Mixup
@@ -118,9 +121,12 @@ def evaluate(model: torch.nn.Module, split, config: TrainConfig, device: torch.d
     return loss_sum / max(count, 1), correct / max(count, 1)
 
 
-def model_for_data(spec: BackboneSpec | str, data: DataSplits) -> CoTNet:
-    """The spec's network with the data set's channels, classes and image size."""
-    return build_model(spec, num_classes=data.num_classes, in_chans=data.in_chans, input_size=data.input_size)
+def model_for_data(spec: BackboneSpec | str, data: DataSplits, seed: int = 0) -> CoTNet:
+    """The spec's network with the data set's channels, classes and image size, its
+    initial weights drawn from `seed` (so a run is reproducible from its start)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(spec, num_classes=data.num_classes, in_chans=data.in_chans, input_size=data.input_size)
 
 
 def train(
@@ -167,11 +173,13 @@ def train(
                                             weight_decay=config.weight_decay, momentum=0.9)
 
     for epoch in range(start_epoch, config.epochs):
-        torch.manual_seed(config.seed * 100_003 + epoch)
+        epoch_seed = config.seed * 100_003 + epoch
+        torch.manual_seed(epoch_seed)
+        np.random.seed(epoch_seed)  # timm's Mixup draws from NumPy
+        random.seed(epoch_seed)
         model.train()
         began, seen, loss_sum = time.perf_counter(), 0, 0.0
-        batches = data.train.batches(config.batch_size, shuffle=True, seed=config.seed * 100_003 + epoch,
-                                     augment=config.augment)
+        batches = data.train.batches(config.batch_size, shuffle=True, seed=epoch_seed, augment=config.augment)
         for step, (x, y) in enumerate(batches):
             x, y = x.to(device, memory_format=memory_format, non_blocking=True), y.to(device, non_blocking=True)
             if mixup is not None and len(y) % 2 == 0:

@@ -104,6 +104,13 @@ class SearchSpace(StrictModel):
     train: TrialRecipe = Field(default_factory=TrialRecipe)
     search: SearchSettings = Field(default_factory=SearchSettings)
 
+    @field_validator("base")
+    @classmethod
+    def _base_exists(cls, base):
+        if isinstance(base, str):
+            load_spec(base)  # a SpecError (a ValueError) here is reported under "base"
+        return base
+
     @field_validator("objectives")
     @classmethod
     def _top1_first(cls, objectives: list[Objective]) -> list[Objective]:

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 
+import ray
 import torch
 from ray import tune
 
@@ -62,7 +63,8 @@ def run_trial(config: dict, space_json: str, run_dir: str) -> None:
     out = trial_dir(run_dir, number)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "spec.yaml", dump_yaml(spec))
-    base = {"node": socket.gethostname(), "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "number": str(number),
+    node = f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:8]}"
+    base = {"node": node, "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "number": str(number),
             "trial_started_at": started}
     watchdog = _start_watchdog(space.search.trial_timeout_s, out) if space.search.trial_timeout_s else None
 
@@ -71,10 +73,10 @@ def run_trial(config: dict, space_json: str, run_dir: str) -> None:
 
     try:
         data = _data(space)
-        model = model_for_data(spec, data)
+        config_train = space.train.train_config()
+        model = model_for_data(spec, data, seed=config_train.seed)
         cost = estimate_cost(model.spec)
         costs = {"macs": float(cost.macs), "params": float(cost.params)}
-        config_train = space.train.train_config()
         device = resolve_device(config_train.device)
         # Every trial measures its latency on its own device (about a second): budgets,
         # objectives and the Pareto plot use it.

@@ -1,0 +1,98 @@
+"""Search-space files: validation with clear errors, sampling, pricing under budgets."""
+
+import time
+
+import optuna
+import pytest
+
+from cotsearch.cost import estimate_cost
+from cotsearch.errors import SpecError
+from cotsearch.search.space import apply_params, load_space, price
+
+GOOD = """
+name: t
+base: cotnet_tiny
+params:
+  stages.1.blocks: {choice: [cot, conv, [cot, conv]]}
+  stages.1.cot.kernel_size: {choice: [3, 5], when: {stages.1.blocks: [cot, [cot, conv]]}}
+  stages.2.depth: {int: [1, 3]}
+  width_mult: {float: [0.5, 1.5], step: 0.25}
+budgets: {max_macs: 30.0e+6}
+"""
+
+
+def space_from(tmp_path, text):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return load_space(str(path))
+
+
+@pytest.mark.parametrize("name", ["cot_stages", "cot_block", "imagenet_cot_stages"])
+def test_shipped_spaces_are_valid(name):
+    space = load_space(f"spaces/{name}.yaml")
+    assert space.params and space.objectives[0].metric == "val_top1"
+
+
+@pytest.mark.parametrize("change, message", [
+    ("stages.9.blocks: {choice: [cot]}", "params.stages.9.blocks: value 'cot' does not fit the base spec: stages.9: expected an index below 4"),
+    ("stages.1.colour: {choice: [red]}", "stages.1.colour: no such field in the spec"),
+    ("stages.1.depth: {choice: [0]}", "stages.1.depth: Input should be greater than or equal to 1"),
+    ("stages.1.depth: {int: [3, 1]}", "range [3, 1] is empty"),
+    ("stages.1.depth: {int: [1, 3], choice: [1]}", "give exactly one of choice, int, float (got choice, int)"),
+    ("stages.1.depth: {int: [1, 3], when: {later: 1}}", "'later' is not an earlier parameter"),
+    ("stages.1.depth: {ints: [1, 3]}", "ints: unknown key; did you mean 'int'?"),
+])
+def test_bad_params_are_refused_with_their_path(tmp_path, change, message):
+    text = GOOD.replace("  width_mult: {float: [0.5, 1.5], step: 0.25}", "  " + change)
+    with pytest.raises(SpecError) as err:
+        space_from(tmp_path, text)
+    assert message in str(err.value) and str(err.value).startswith(str(tmp_path / "space.yaml"))
+
+
+def test_other_bad_space_files(tmp_path):
+    with pytest.raises(SpecError, match="objectives: the first objective must be"):
+        space_from(tmp_path, GOOD + "objectives: [{metric: macs, direction: minimize}]\n")
+    with pytest.raises(SpecError, match="search.sampler: Input should be 'tpe', 'nsga2' or 'random'"):
+        space_from(tmp_path, GOOD + "search: {sampler: cmaes}\n")
+    with pytest.raises(SpecError, match="budgets.max_macs: Input should be greater than 0"):
+        space_from(tmp_path, GOOD.replace("max_macs: 30.0e+6", "max_macs: -1"))
+    with pytest.raises(SpecError, match="base: .*no such preset or file"):
+        space_from(tmp_path, GOOD.replace("base: cotnet_tiny", "base: cotnet_tinyy"))
+
+
+def test_width_mult_and_dotted_paths():
+    base = load_space("spaces/cot_block.yaml").base_spec()
+    spec = apply_params(base, {"width_mult": 1.5, "stages.2.cot.kernel_size": 5, "stages.1.blocks": ["cot", "conv"]})
+    assert [s.planes for s in spec.stages] == [24, 48, 96, 192]
+    assert spec.stages[2].cot.kernel_size == 5 and spec.stages[1].block_kinds == ["cot", "conv"]
+
+
+def test_conditional_choices_follow_their_condition(tmp_path):
+    space = space_from(tmp_path, GOOD)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(60):
+        trial = study.ask()
+        values = space.decode(space.sample(trial))
+        has_kernel = "stages.1.cot.kernel_size" in values
+        assert has_kernel == (values["stages.1.blocks"] != "conv")
+        seen.add(str(values["stages.1.blocks"]))
+        study.tell(trial, 0.0)
+    assert seen == {"cot", "conv", "['cot', 'conv']"}
+
+
+def test_pricing_flags_budget_breakers_fast(tmp_path):
+    space = space_from(tmp_path, GOOD)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    infeasible = 0
+    start = time.perf_counter()
+    for _ in range(200):
+        trial = study.ask()
+        spec, cost, constraints, reason = price(space, space.sample(trial))
+        assert (reason is not None) == (cost.macs > 30e6)
+        assert constraints == [pytest.approx(cost.macs / 30e6 - 1)]
+        assert cost.macs == estimate_cost(spec, 28).macs  # priced at the data's 28 px
+        infeasible += reason is not None
+        study.tell(trial, 0.0)
+    per_sample = (time.perf_counter() - start) / 200
+    assert infeasible > 0 and per_sample < 0.05
