@@ -25,6 +25,12 @@ err_console = Console(stderr=True)
 SpecArg = Annotated[str, typer.Argument(help="a preset name (see `cotsearch presets`) or a spec YAML file")]
 
 
+def torch_device(name: str):
+    import torch
+
+    return torch.device(name)
+
+
 def human(n: float) -> str:
     """1234567 -> '1.23M'."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -52,10 +58,13 @@ def build(
     from cotsearch.model_file import save_model
     from cotsearch.spec_io import load_spec
 
+    from cotsearch.memory import check_fits
+
     backbone = load_spec(spec)
     size = input_size or backbone.input_size
     if size < 1:
         raise CotsearchError(f"--input-size must be a positive number of pixels, got {size}")
+    check_fits(backbone, size, 1, torch_device("cpu"), training=False)
     model = build_model(backbone)
     table = Table(title=f"{backbone.name or spec}  ({backbone.in_chans}x{size}x{size} input, {backbone.num_classes} classes)")
     for col in ("stage", "blocks", "middle layers", "width", "out chs", "stride", "output"):
@@ -135,10 +144,14 @@ def train(
     from cotsearch.train import TrainConfig, model_for_data
     from cotsearch.train import train as run_training
 
+    from cotsearch.latency import resolve_device
+    from cotsearch.memory import check_fits
+
     backbone = load_spec(spec)
     config = _validated(TrainConfig, dict(epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, seed=seed,
                                           device=device, augment=augment, mixup=mixup, cutmix=cutmix))
     splits = load_data(data, train_limit=train_limit, input_size=input_size)
+    check_fits(backbone, splits.input_size, config.batch_size, resolve_device(config.device), training=True)
     model = model_for_data(backbone, splits, seed=config.seed)
     err_console.print(f"{backbone.name or spec}: {sum(p.numel() for p in model.parameters()):,} params; {splits.describe()}")
     progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),

@@ -43,10 +43,10 @@ def format_validation_error(err: ValidationError, source: str, model: type[BaseM
     vocabulary = sorted(_field_names(model))
     parts = []
     for e in err.errors(include_url=False):
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        loc = ".".join(_printable(p) for p in e["loc"] if not str(p).startswith("function-"))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            key = str(e["loc"][-1])
+            key = str(e["loc"][-1])[:100]
             guess = difflib.get_close_matches(key, vocabulary, n=1)
             msg = f"unknown key{'; did you mean ' + repr(guess[0]) + '?' if guess else ''}"
         elif e["type"] == "missing":
@@ -55,7 +55,17 @@ def format_validation_error(err: ValidationError, source: str, model: type[BaseM
             msg = f"{msg} (got {e['input']!r:.60})"
         parts.append(f"{loc}: {msg}" if loc else msg)
     more = f" (and {len(parts) - 3} more)" if len(parts) > 3 else ""
-    return f"{source}: " + "; ".join(parts[:3]) + more
+    return one_line(f"{source}: " + "; ".join(parts[:3]) + more)
+
+
+def _printable(part) -> str:
+    text = str(part)
+    return text if text.isprintable() and text.strip() == text and len(text) <= 100 else repr(text[:100])
+
+
+def one_line(text: str) -> str:
+    """Messages are one line, whatever a user's keys and values hold."""
+    return " ".join(text.splitlines()) if "\n" in text or "\r" in text else text
 
 
 def read_yaml(path: str | Path) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from cotsearch.search.trial import run_trial  # noqa: E402
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SPACE_FILE = "space.json"
+MIN_FREE_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -70,6 +72,10 @@ def prepare_run_dir(space: SearchSpace, run_dir: Path, resume: bool) -> SearchSp
         atomic_write_text(saved, space.model_dump_json(indent=2, by_alias=True))
     except OSError as e:
         raise CotsearchError(f"--out {run_dir}: cannot write the run directory ({e.strerror})") from None
+    free = shutil.disk_usage(run_dir).free
+    if free < MIN_FREE_BYTES:
+        raise CotsearchError(f"--out {run_dir}: only {free / 2**20:.0f} MiB free on its disk; a search needs at least "
+                             f"{MIN_FREE_BYTES / 2**20:.0f} MiB for its trials' weights and records")
     return space
 
 
@@ -187,7 +193,8 @@ def run_search(space: SearchSpace, run_dir: Path, resume: bool = False, address:
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
                                             max_concurrent_trials=space.search.max_concurrent_trials),
                 run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name=f"ray-search-{attempt}",
-                                          verbose=0, callbacks=[progress]),
+                                          verbose=0, callbacks=[progress],
+                                          failure_config=tune.FailureConfig(max_failures=space.search.max_retries)),
             )
             tuner.fit()
         references = _run_references(space, run_dir, trainable, console)

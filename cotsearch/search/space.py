@@ -90,7 +90,8 @@ class SearchSettings(StrictModel):
     grace_period: int = Field(1, ge=1, description="epochs before ASHA may stop a trial")
     reduction_factor: int = Field(2, ge=2)
     max_infeasible: int = Field(2000, ge=1, description="consecutive infeasible samples before the search gives up")
-    trial_timeout_s: float | None = Field(None, gt=0)
+    trial_timeout_s: float | None = Field(None, gt=0, description="a trial still running after this is failed")
+    max_retries: int = Field(1, ge=0, description="times Ray reruns a trial whose worker or node died")
     references: list[str] = Field(default_factory=list, description="presets trained with the same recipe, for comparison")
 
 

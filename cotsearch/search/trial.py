@@ -20,6 +20,7 @@ from cotsearch.atomic import atomic_write_text
 from cotsearch.cost import estimate_cost
 from cotsearch.data import load_data
 from cotsearch.latency import measure_latency, resolve_device
+from cotsearch.memory import check_fits
 from cotsearch.model_file import save_model
 from cotsearch.search.records import trial_dir
 from cotsearch.search.space import SearchSpace
@@ -74,10 +75,11 @@ def run_trial(config: dict, space_json: str, run_dir: str) -> None:
     try:
         data = _data(space)
         config_train = space.train.train_config()
+        device = resolve_device(config_train.device)
+        check_fits(spec, data.input_size, config_train.batch_size, device, training=True)
         model = model_for_data(spec, data, seed=config_train.seed)
         cost = estimate_cost(model.spec)
         costs = {"macs": float(cost.macs), "params": float(cost.params)}
-        device = resolve_device(config_train.device)
         # Every trial measures its latency on its own device (about a second): budgets,
         # objectives and the Pareto plot use it.
         latency = measure_latency(model, device, space.budgets.latency_batch_size, min_run_time=0.2).median_ms

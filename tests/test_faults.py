@@ -1,0 +1,118 @@
+"""Faults: out-of-memory, hung and killed trials, unwritable or full run directories,
+interrupted writes. (Raising and NaN trials, SIGKILL of the driver: tests/test_search.py;
+bad inputs: tests/test_fuzz.py; tampered model files: tests/test_model_file.py.)"""
+
+import csv
+import subprocess
+import sys
+import time
+
+import pytest
+from test_search import data_dir, start_cluster, tune, write_space  # noqa: F401  (fixture)
+
+import cotsearch
+from cotsearch.atomic import atomic_write_bytes
+from cotsearch.errors import CotsearchError
+from cotsearch.memory import OutOfMemory, check_fits
+from cotsearch.search import runner
+from cotsearch.search.space import load_space
+
+
+def rows(run_dir):
+    with open(run_dir / "trials.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_spec_too_big_for_the_device_is_refused_before_building(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(cotsearch.CoTNet, "__init__", lambda *a, **k: pytest.fail("built"))
+    with pytest.raises(OutOfMemory, match=r"se_cotnetd_152: too big for cpu: training at batch 4096 at 320 px needs about [\d,.]+ GiB"):
+        check_fits(cotsearch.load_spec("se_cotnetd_152"), 320, 4096, torch.device("cpu"), training=True)
+    check_fits(cotsearch.load_spec("cotnet_tiny"), 28, 64, torch.device("cpu"), training=True)  # fits
+
+
+@pytest.mark.slow
+def test_trial_out_of_memory_is_a_failed_trial(tmp_path, data_dir):  # noqa: F811
+    run_dir = tmp_path / "run"
+    space = write_space(tmp_path, data_dir, trials=2, train_extra=", batch_size: 65536")
+    result = tune(str(space), "--out", str(run_dir), "--no-references")
+    assert result.returncode == 0, result.stderr[-3000:]
+    failed = [r for r in rows(run_dir) if r["state"] == "failed"]
+    assert len(failed) == 2 and all("OutOfMemory" in r["reason"] and "too big for cpu" in r["reason"] for r in failed)
+
+
+@pytest.mark.slow
+def test_hung_trial_fails_at_its_timeout(tmp_path, data_dir):  # noqa: F811
+    run_dir = tmp_path / "run"
+    space = write_space(tmp_path, data_dir, trials=2, train_extra=", epochs: 200", search_extra=", max_retries: 0")
+    started = time.time()
+    result = tune(str(space), "--out", str(run_dir), "--no-references", "--trial-timeout", "8")
+    assert result.returncode == 0, result.stderr[-3000:]
+    failed = [r for r in rows(run_dir) if r["state"] == "failed"]
+    assert len(failed) == 2 and all("timeout: still running after the trial_timeout_s of 8 s" in r["reason"] for r in failed)
+    assert time.time() - started < 120
+
+
+@pytest.mark.slow
+def test_killed_worker_node_ends_with_the_trial_retried_or_failed(tmp_path, data_dir):  # noqa: F811
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    try:
+        run_dir = tmp_path / "run"
+        space = write_space(tmp_path, data_dir, trials=3, train_extra=", epochs: 6")
+        proc = subprocess.Popen([sys.executable, "-m", "cotsearch.cli", "tune", str(space), "--out", str(run_dir),
+                                 "--no-references", "--address", cluster.address],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and not list((run_dir / "trials").glob("*/model.safetensors")):
+            time.sleep(0.2)  # both nodes are busy once a trial has finished an epoch
+        cluster.remove_node(nodes[1], allow_graceful=False)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    finally:
+        cluster.shutdown()
+    table = rows(run_dir)
+    done = [r for r in table if r["state"] in ("complete", "stopped", "failed")]
+    assert len(done) == 3, table  # the search completed: every requested trial ended
+    assert all(r["reason"] for r in done if r["state"] == "failed")
+
+
+def test_unwritable_run_directory_is_reported_at_start(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = subprocess.run([sys.executable, "-m", "cotsearch.cli", "tune", "spaces/cot_stages.yaml", "--out",
+                             str(blocker / "run")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "cannot write the run directory" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_full_disk_is_reported_at_start(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10 * 2**20})())
+    with pytest.raises(CotsearchError, match="only 10 MiB free on its disk"):
+        runner.prepare_run_dir(load_space("spaces/cot_stages.yaml"), tmp_path / "run", resume=False)
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "trials.csv").write_text("precious")
+    with pytest.raises(CotsearchError, match="already holds a run; continue it with --resume"):
+        runner.prepare_run_dir(load_space("spaces/cot_stages.yaml"), tmp_path / "run", resume=False)
+    assert (tmp_path / "run" / "trials.csv").read_text() == "precious"
+
+
+def test_interrupted_write_leaves_no_half_file(tmp_path, monkeypatch):
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"the previous version")
+
+    def crash(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.fsync", crash)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(target, b"x" * 1_000_000)
+    assert target.read_bytes() == b"the previous version"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporary left behind
