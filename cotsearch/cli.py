@@ -25,12 +25,6 @@ err_console = Console(stderr=True)
 SpecArg = Annotated[str, typer.Argument(help="a preset name (see `cotsearch presets`) or a spec YAML file")]
 
 
-def torch_device(name: str):
-    import torch
-
-    return torch.device(name)
-
-
 def human(n: float) -> str:
     """1234567 -> '1.23M'."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -51,20 +45,18 @@ def _kinds_summary(kinds: list[str]) -> str:
 def build(
     spec: SpecArg,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="write the model file (.safetensors)")] = None,
-    input_size: Annotated[Optional[int], typer.Option(help="input size for the resolutions shown (default: the spec's)")] = None,
+    input_size: Annotated[Optional[int], typer.Option(min=8, help="input size for the resolutions shown (default: the spec's)")] = None,
 ):
     """Validate a spec, build its model and show its stages; optionally save the model file."""
+    from cotsearch.latency import resolve_device
+    from cotsearch.memory import check_fits
     from cotsearch.model import build_model
     from cotsearch.model_file import save_model
     from cotsearch.spec_io import load_spec
 
-    from cotsearch.memory import check_fits
-
     backbone = load_spec(spec)
     size = input_size or backbone.input_size
-    if size < 1:
-        raise CotsearchError(f"--input-size must be a positive number of pixels, got {size}")
-    check_fits(backbone, size, 1, torch_device("cpu"), training=False)
+    check_fits(backbone, size, 1, resolve_device("cpu"), training=False)
     model = build_model(backbone)
     table = Table(title=f"{backbone.name or spec}  ({backbone.in_chans}x{size}x{size} input, {backbone.num_classes} classes)")
     for col in ("stage", "blocks", "middle layers", "width", "out chs", "stride", "output"):
@@ -125,6 +117,7 @@ def train(
     lr: Annotated[Optional[float], typer.Option(min=0, help="peak learning rate (default: 4e-3 adamw, 0.1 sgd)")] = None,
     opt: Annotated[str, typer.Option(help="adamw or sgd (Nesterov)")] = "adamw",
     train_limit: Annotated[Optional[int], typer.Option(min=1, help="train on a stratified subset of N images")] = None,
+    val_size: Annotated[Optional[int], typer.Option(min=1, help="images held out of training for validation (default 5000)")] = None,
     seed: Annotated[int, typer.Option(min=0)] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     augment: Annotated[bool, typer.Option(help="random shifts / flips (or timm's train transforms)")] = False,
@@ -150,7 +143,7 @@ def train(
     backbone = load_spec(spec)
     config = _validated(TrainConfig, dict(epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, seed=seed,
                                           device=device, augment=augment, mixup=mixup, cutmix=cutmix))
-    splits = load_data(data, train_limit=train_limit, input_size=input_size)
+    splits = load_data(data, train_limit=train_limit, val_size=val_size, input_size=input_size)
     check_fits(backbone, splits.input_size, config.batch_size, resolve_device(config.device), training=True)
     model = model_for_data(backbone, splits, seed=config.seed)
     err_console.print(f"{backbone.name or spec}: {sum(p.numel() for p in model.parameters()):,} params; {splits.describe()}")
@@ -298,13 +291,24 @@ def convert(
 def main() -> None:
     """Entry point: user mistakes print one line and exit 2, never a traceback."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except CotsearchError as e:
-        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
+        _fail(str(e), 2)
+    except typer.TyperException as e:  # click's usage errors: a bad option, a missing argument
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        if type(e).__name__ == "NoArgsIsHelpError":
+            print(message)
+            sys.exit(0)
+        command = getattr(getattr(e, "ctx", None), "command_path", "cotsearch")
+        _fail(f"{message} (see '{command} --help')", getattr(e, "exit_code", 2))
+    except (KeyboardInterrupt, typer.Abort):
+        _fail("interrupted", 130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(f"error: {' '.join(message.split())}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

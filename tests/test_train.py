@@ -86,7 +86,7 @@ def test_sgd_and_checkpoint_round_trip_in_process(small_data, tmp_path):
 
 def cli_train(folder, *extra):
     return [sys.executable, "-m", "cotsearch.cli", "train", "cotnet_tiny", "--data", f"fashion-mnist:{folder}",
-            "--epochs", "3", "--batch-size", "50", "--device", "cpu", "--json", *extra]
+            "--epochs", "3", "--batch-size", "50", "--val-size", "100", "--device", "cpu", "--json", *extra]
 
 
 @pytest.mark.slow
