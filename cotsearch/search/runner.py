@@ -196,16 +196,18 @@ def run_search(space: SearchSpace, run_dir: Path, resume: bool = False, address:
                                           verbose=0, callbacks=[progress],
                                           failure_config=tune.FailureConfig(max_failures=space.search.max_retries)),
             )
-            tuner.fit()
+            try:
+                tuner.fit()
+            except Exception as e:  # Ray may wrap an error of ours (e.g. every sample over budget)
+                raise _our_error(e) or e
         references = _run_references(space, run_dir, trainable, console)
-        return finish(space, run_dir, study, references, console, searcher.infeasible)
+        return finish(space, run_dir, study, references, console)
     finally:
         if started_ray:
             ray.shutdown()
 
 
-def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, references: list[dict], console: Console,
-           infeasible_now: int = 0) -> SearchOutcome:
+def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, references: list[dict], console: Console) -> SearchOutcome:
     """Write trials.csv, best/, pareto.png; test the best model; print the top trials."""
     from cotsearch.search.plot import plot_pareto
 
@@ -240,6 +242,17 @@ def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, references: l
                       f"{f' (budget {budget / 1e6:.1f} M)' if budget else ''} -> {run_dir / 'best'}")
     return SearchOutcome(run_dir, best and best.trial, best and best.val_top1, test_top1, best and best.macs,
                          finished_trials(study), counts["infeasible"])
+
+
+def _our_error(error: BaseException) -> CotsearchError | None:
+    """The CotsearchError in an exception's chain, if any: it is the user's to fix."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, CotsearchError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def describe_choices(values: dict) -> str:

@@ -53,8 +53,6 @@ def worst_values(space: SearchSpace, macs: float | None, params: float | None,
 class BudgetedOptunaSearch(OptunaSearch):
     def __init__(self, space: SearchSpace, storage: optuna.storages.BaseStorage, run_dir: str):
         self.space, self.run_dir = space, run_dir
-        self.infeasible = 0
-        self.last_price_ms = 0.0
         metrics, modes = space.metric_names, space.modes
         super().__init__(
             space=self._define_by_run,
@@ -78,8 +76,8 @@ class BudgetedOptunaSearch(OptunaSearch):
             ot_trial = self._ot_trials[trial_id]
             started = time.perf_counter()
             spec, cost, constraints, reason = price(self.space, sampled)
-            self.last_price_ms = (time.perf_counter() - started) * 1e3
-            attrs = {"sampled": json.dumps(sampled), "constraints": constraints, "price_ms": self.last_price_ms,
+            attrs = {"sampled": json.dumps(sampled), "constraints": constraints,
+                     "price_ms": (time.perf_counter() - started) * 1e3,
                      "started_at": time.time()}
             if spec is not None:
                 attrs.update(spec_hash=spec.spec_hash(), spec=spec.model_dump_json(), params_count=cost.params,
@@ -94,7 +92,6 @@ class BudgetedOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr("reason", reason)
             self._ot_study.tell(ot_trial, worst_values(self.space, cost and cost.macs, cost and cost.params))
             del self._ot_trials[trial_id]
-            self.infeasible += 1
         raise CotsearchError(f"{self.space.search.max_infeasible} samples in a row broke the budgets or were invalid; "
                              "loosen the budgets or narrow the space")
 
