@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import timm
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import describe_machine, median  # noqa: E402

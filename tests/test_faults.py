@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from test_search import data_dir, start_cluster, tune, write_space  # noqa: F401  (fixture)
+from test_search import data_dir, tune, write_space  # noqa: F401  (data_dir is a fixture)
 
 import cotsearch
 from cotsearch.atomic import atomic_write_bytes

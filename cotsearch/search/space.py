@@ -22,7 +22,6 @@ from cotsearch.spec_io import format_validation_error, load_spec, read_yaml
 from cotsearch.train import TrainConfig
 
 WIDTH_MULT = "width_mult"
-METRICS = ("val_top1", "macs", "params", "latency_ms")
 
 
 class ParamSpec(StrictModel):
