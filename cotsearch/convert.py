@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from cotsearch.errors import CheckpointError
-from cotsearch.model import CoTNet, build_model
+from cotsearch.model import CoTNet, build_model, compare_state_dict
 
 
 def read_checkpoint(path: str | Path, use_ema: bool = False) -> dict[str, torch.Tensor]:
@@ -51,17 +51,15 @@ def convert_state_dict(state: dict[str, torch.Tensor], preset: str, source: str 
     stem = state.get("conv1.weight", state.get("conv1.0.weight"))
     in_chans = stem.shape[1] if stem is not None else None
     model = build_model(preset, num_classes=num_classes, in_chans=in_chans)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
+    mismatch = compare_state_dict(model, state)
+    if mismatch and mismatch.bad_shape:
+        key, given, needed = mismatch.bad_shape
+        raise CheckpointError(f"{source}: {key} has shape {given}, {preset} needs {needed}")
+    if mismatch:
         raise CheckpointError(
-            f"{source}: does not fit preset {preset}: {len(missing)} keys missing {missing[:3]}, "
-            f"{len(unexpected)} unexpected {unexpected[:3]}"
+            f"{source}: does not fit preset {preset}: {len(mismatch.missing)} keys missing {mismatch.missing[:3]}, "
+            f"{len(mismatch.unexpected)} unexpected {mismatch.unexpected[:3]}"
         )
-    for key, value in expected.items():
-        if state[key].shape != value.shape:
-            raise CheckpointError(f"{source}: {key} has shape {tuple(state[key].shape)}, {preset} needs {tuple(value.shape)}")
     model.load_state_dict(state)
     return model.eval()
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -168,6 +170,30 @@ class CoTNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+@dataclass
+class StateDictMismatch:
+    """How a state dict differs from a model's: keys it lacks or adds, and the first
+    (key, given shape, needed shape) whose shape differs."""
+
+    missing: list[str]
+    unexpected: list[str]
+    bad_shape: tuple[str, tuple, tuple] | None
+
+
+def compare_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> StateDictMismatch | None:
+    """None when `state` loads into `model` exactly (same keys, same shapes)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    bad_shape = None
+    if not missing and not unexpected:
+        bad_shape = next(((k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items()
+                          if state[k].shape != v.shape), None)
+    if missing or unexpected or bad_shape:
+        return StateDictMismatch(missing, unexpected, bad_shape)
+    return None
 
 
 def build_model(spec: BackboneSpec | str, **overrides) -> CoTNet:

@@ -16,7 +16,7 @@ from safetensors.torch import save as save_safetensors
 
 from cotsearch.atomic import atomic_write_bytes
 from cotsearch.errors import ModelFileError
-from cotsearch.model import CoTNet
+from cotsearch.model import CoTNet, compare_state_dict
 from cotsearch.spec import BackboneSpec
 from cotsearch.spec_io import format_validation_error
 
@@ -79,16 +79,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> CoTNet:
     tensors, metadata = _read(path)
     spec, extra = _parse_metadata(path, metadata)
     model = CoTNet(spec)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
+    mismatch = compare_state_dict(model, tensors)
+    if mismatch and mismatch.bad_shape:
+        key, given, needed = mismatch.bad_shape
+        raise ModelFileError(f"{path}: tensor {key} has shape {given}, the spec needs {needed}")
+    if mismatch:
         raise ModelFileError(f"{path}: weights do not match the embedded spec "
-                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    for key, value in expected.items():
-        if tensors[key].shape != value.shape:
-            raise ModelFileError(f"{path}: tensor {key} has shape {tuple(tensors[key].shape)}, "
-                                 f"the spec needs {tuple(value.shape)}")
+                             f"(missing {sorted(mismatch.missing)[:3]}, unexpected {sorted(mismatch.unexpected)[:3]})")
     model.load_state_dict(tensors)
     model.extra = extra
     return model.to(device).eval()

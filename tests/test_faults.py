@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from test_search import data_dir, tune, write_space  # noqa: F401  (data_dir is a fixture)
+from test_search import tune, write_space
 
 import cotsearch
 from cotsearch.atomic import atomic_write_bytes
@@ -33,9 +33,9 @@ def test_spec_too_big_for_the_device_is_refused_before_building(monkeypatch):
 
 
 @pytest.mark.slow
-def test_trial_out_of_memory_is_a_failed_trial(tmp_path, data_dir):  # noqa: F811
+def test_trial_out_of_memory_is_a_failed_trial(tmp_path, fake_fmnist):
     run_dir = tmp_path / "run"
-    space = write_space(tmp_path, data_dir, trials=2, train_extra=", batch_size: 65536")
+    space = write_space(tmp_path, fake_fmnist, trials=2, train_extra=", batch_size: 65536")
     result = tune(str(space), "--out", str(run_dir), "--no-references")
     assert result.returncode == 0, result.stderr[-3000:]
     failed = [r for r in rows(run_dir) if r["state"] == "failed"]
@@ -43,9 +43,10 @@ def test_trial_out_of_memory_is_a_failed_trial(tmp_path, data_dir):  # noqa: F81
 
 
 @pytest.mark.slow
-def test_hung_trial_fails_at_its_timeout(tmp_path, data_dir):  # noqa: F811
+def test_hung_trial_fails_at_its_timeout(tmp_path, fake_fmnist):
     run_dir = tmp_path / "run"
-    space = write_space(tmp_path, data_dir, trials=2, train_extra=", epochs: 200", search_extra=", max_retries: 0")
+    space = write_space(tmp_path, fake_fmnist, trials=2, train_extra=", epochs: 200",
+                        search_extra=", max_retries: 0, scheduler: none")  # no early stopping before the timeout
     started = time.time()
     result = tune(str(space), "--out", str(run_dir), "--no-references", "--trial-timeout", "8")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -55,7 +56,7 @@ def test_hung_trial_fails_at_its_timeout(tmp_path, data_dir):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_killed_worker_node_ends_with_the_trial_retried_or_failed(tmp_path, data_dir):  # noqa: F811
+def test_killed_worker_node_ends_with_the_trial_retried_or_failed(tmp_path, fake_fmnist):
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
@@ -63,7 +64,7 @@ def test_killed_worker_node_ends_with_the_trial_retried_or_failed(tmp_path, data
     cluster.wait_for_nodes()
     try:
         run_dir = tmp_path / "run"
-        space = write_space(tmp_path, data_dir, trials=3, train_extra=", epochs: 6")
+        space = write_space(tmp_path, fake_fmnist, trials=3, train_extra=", epochs: 6")
         proc = subprocess.Popen([sys.executable, "-m", "cotsearch.cli", "tune", str(space), "--out", str(run_dir),
                                  "--no-references", "--address", cluster.address],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -11,7 +11,6 @@ import time
 
 import optuna
 import pytest
-from test_data import fake_images, write_idx
 
 import cotsearch
 from cotsearch.search.records import open_study, records
@@ -31,17 +30,11 @@ search: {{trials: {trials}, seed: 0, cpus_per_trial: 1, grace_period: 1{search_e
 """
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fmnist")
-    write_idx(folder, "train", *fake_images(500))
-    write_idx(folder, "t10k", *fake_images(100, seed=1))
-    return folder
 
 
-def write_space(tmp_path, data_dir, trials=3, train_extra="", search_extra=""):
+def write_space(tmp_path, fake_fmnist, trials=3, train_extra="", search_extra=""):
     path = tmp_path / "space.yaml"
-    path.write_text(SPACE.format(data=data_dir, trials=trials, train_extra=train_extra, search_extra=search_extra))
+    path.write_text(SPACE.format(data=fake_fmnist, trials=trials, train_extra=train_extra, search_extra=search_extra))
     return path
 
 
@@ -55,9 +48,9 @@ def rows(run_dir):
         return list(csv.DictReader(f))
 
 
-def test_small_search_writes_every_output(tmp_path, data_dir):
+def test_small_search_writes_every_output(tmp_path, fake_fmnist):
     run_dir = tmp_path / "run"
-    result = tune(str(write_space(tmp_path, data_dir, trials=3)), "--out", str(run_dir), "--no-references")
+    result = tune(str(write_space(tmp_path, fake_fmnist, trials=3)), "--out", str(run_dir), "--no-references")
     assert result.returncode == 0, result.stderr[-3000:]
     table = rows(run_dir)
     trained = [r for r in table if r["state"] in ("complete", "stopped")]
@@ -93,10 +86,10 @@ def estimate_macs(model):
     return estimate_cost(model.spec).macs
 
 
-def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, data_dir):
+def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, fake_fmnist):
     run_dir = tmp_path / "run"
     # lr 1e12 with plain SGD: the loss becomes NaN or infinite within the first steps.
-    space = write_space(tmp_path, data_dir, trials=2, train_extra=", opt: sgd, lr: 1.0e+12")
+    space = write_space(tmp_path, fake_fmnist, trials=2, train_extra=", opt: sgd, lr: 1.0e+12")
     result = tune(str(space), "--out", str(run_dir), "--no-references")
     assert result.returncode == 0, result.stderr[-3000:]
     failed = [r for r in rows(run_dir) if r["state"] == "failed"]
@@ -114,11 +107,11 @@ def start_cluster(nodes: int, cpus: int, gpus: int = 0):
     return cluster
 
 
-def test_trials_run_on_both_nodes_of_a_cluster(tmp_path, data_dir):
+def test_trials_run_on_both_nodes_of_a_cluster(tmp_path, fake_fmnist):
     cluster = start_cluster(nodes=2, cpus=1)
     try:
         run_dir = tmp_path / "run"
-        result = tune(str(write_space(tmp_path, data_dir, trials=4)), "--out", str(run_dir), "--no-references",
+        result = tune(str(write_space(tmp_path, fake_fmnist, trials=4)), "--out", str(run_dir), "--no-references",
                       "--address", cluster.address)
         assert result.returncode == 0, result.stderr[-3000:]
         nodes = {r["node"] for r in rows(run_dir) if r["state"] in ("complete", "stopped")}
@@ -127,11 +120,11 @@ def test_trials_run_on_both_nodes_of_a_cluster(tmp_path, data_dir):
         cluster.shutdown()
 
 
-def test_one_gpu_per_trial_with_two_gpus(tmp_path, data_dir):
+def test_one_gpu_per_trial_with_two_gpus(tmp_path, fake_fmnist):
     cluster = start_cluster(nodes=1, cpus=4, gpus=2)
     try:
         run_dir = tmp_path / "run"
-        result = tune(str(write_space(tmp_path, data_dir, trials=5)), "--out", str(run_dir), "--no-references",
+        result = tune(str(write_space(tmp_path, fake_fmnist, trials=5)), "--out", str(run_dir), "--no-references",
                       "--address", cluster.address, "--gpus-per-trial", "1", "--device", "cpu")
         assert result.returncode == 0, result.stderr[-3000:]
     finally:
@@ -146,9 +139,9 @@ def test_one_gpu_per_trial_with_two_gpus(tmp_path, data_dir):
         assert len(overlapping) <= 2 and len(set(overlapping)) == len(overlapping)
 
 
-def test_killed_search_resumes_without_losing_or_repeating(tmp_path, data_dir):
+def test_killed_search_resumes_without_losing_or_repeating(tmp_path, fake_fmnist):
     run_dir = tmp_path / "run"
-    space = write_space(tmp_path, data_dir, trials=5)
+    space = write_space(tmp_path, fake_fmnist, trials=5)
     proc = subprocess.Popen([sys.executable, "-m", "cotsearch.cli", "tune", str(space), "--out", str(run_dir),
                              "--no-references"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 300

@@ -9,18 +9,11 @@ import time
 
 import pytest
 import torch
-from test_data import fake_images, write_idx
 
 from cotsearch.data import load_data
 from cotsearch.train import TrainConfig, TrainingDiverged, model_for_data, train
 
 
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fmnist")
-    write_idx(folder, "train", *fake_images(600))
-    write_idx(folder, "t10k", *fake_images(100, seed=1))
-    return folder
 
 
 def run_once(folder, **overrides):
@@ -30,32 +23,32 @@ def run_once(folder, **overrides):
     return model, train(model, data, config)
 
 
-def test_learns_the_visible_classes(small_data):
-    data = load_data(f"fashion-mnist:{small_data}", val_size=100)
+def test_learns_the_visible_classes(fake_fmnist):
+    data = load_data(f"fashion-mnist:{fake_fmnist}", val_size=100)
     result = train(model_for_data("cotnet_tiny", data), data, TrainConfig(epochs=4, batch_size=20))
     assert result.history[-1].train_loss < result.history[0].train_loss
     assert result.test_top1 > 0.5  # ten classes: chance is 0.1
     assert result.train_images_per_s > 0
 
 
-def test_same_seed_same_result_on_cpu(small_data):
-    _, a = run_once(small_data, seed=3, augment=True, mixup=0.2)
-    _, b = run_once(small_data, seed=3, augment=True, mixup=0.2)
+def test_same_seed_same_result_on_cpu(fake_fmnist):
+    _, a = run_once(fake_fmnist, seed=3, augment=True, mixup=0.2)
+    _, b = run_once(fake_fmnist, seed=3, augment=True, mixup=0.2)
     assert [(e.train_loss, e.val_top1) for e in a.history] == [(e.train_loss, e.val_top1) for e in b.history]
     assert a.test_top1 == b.test_top1
-    _, c = run_once(small_data, seed=4, augment=True, mixup=0.2)
+    _, c = run_once(fake_fmnist, seed=4, augment=True, mixup=0.2)
     assert [e.train_loss for e in c.history] != [e.train_loss for e in a.history]
 
 
-def test_callback_stops_the_run(small_data):
-    data = load_data(f"fashion-mnist:{small_data}", val_size=100)
+def test_callback_stops_the_run(fake_fmnist):
+    data = load_data(f"fashion-mnist:{fake_fmnist}", val_size=100)
     model = model_for_data("cotnet_tiny", data)
     result = train(model, data, TrainConfig(epochs=3, batch_size=50), on_epoch=lambda m: m.epoch == 1, test=False)
     assert len(result.history) == 1 and result.stopped_early and result.test_top1 is None
 
 
-def test_nan_loss_raises(small_data):
-    data = load_data(f"fashion-mnist:{small_data}", val_size=100)
+def test_nan_loss_raises(fake_fmnist):
+    data = load_data(f"fashion-mnist:{fake_fmnist}", val_size=100)
     model = model_for_data("cotnet_tiny", data)
     with torch.no_grad():
         model.fc.weight.fill_(float("nan"))
@@ -63,9 +56,9 @@ def test_nan_loss_raises(small_data):
         train(model, data, TrainConfig(epochs=1, batch_size=50))
 
 
-def test_sgd_and_checkpoint_round_trip_in_process(small_data, tmp_path):
+def test_sgd_and_checkpoint_round_trip_in_process(fake_fmnist, tmp_path):
     ckpt = tmp_path / "ckpt.safetensors"
-    data = load_data(f"fashion-mnist:{small_data}", val_size=100)
+    data = load_data(f"fashion-mnist:{fake_fmnist}", val_size=100)
     config = TrainConfig(epochs=2, batch_size=50, opt="sgd")
     full = train(model_for_data("cotnet_tiny", data), data, config)
 
@@ -90,21 +83,21 @@ def cli_train(folder, *extra):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_result(small_data, tmp_path):
+def test_killed_run_resumes_to_the_same_result(fake_fmnist, tmp_path):
     """SIGKILL the command after its first epoch's checkpoint, run it again, and compare
     with a run that was never interrupted."""
     ckpt = tmp_path / "run.safetensors"
-    proc = subprocess.Popen(cli_train(small_data, "--checkpoint", str(ckpt)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cli_train(fake_fmnist, "--checkpoint", str(ckpt)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert ckpt.exists(), proc.stderr.read().decode()[-500:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    resumed = subprocess.run(cli_train(small_data, "--checkpoint", str(ckpt)), capture_output=True, text=True)
+    resumed = subprocess.run(cli_train(fake_fmnist, "--checkpoint", str(ckpt)), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stderr
-    plain = subprocess.run(cli_train(small_data), capture_output=True, text=True)
+    plain = subprocess.run(cli_train(fake_fmnist), capture_output=True, text=True)
     a, b = json.loads(resumed.stdout.splitlines()[-1]), json.loads(plain.stdout.splitlines()[-1])
     assert a["resumed_from_epoch"] >= 1
     assert [e["val_top1"] for e in a["history"]] == [e["val_top1"] for e in b["history"]]

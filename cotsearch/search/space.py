@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -137,8 +138,13 @@ class SearchSpace(StrictModel):
             seen.append(path)
         return self
 
-    def base_spec(self) -> BackboneSpec:
+    @cached_property
+    def _base_spec(self) -> BackboneSpec:
         return self.base if isinstance(self.base, BackboneSpec) else load_spec(self.base)
+
+    def base_spec(self) -> BackboneSpec:
+        """The parsed base spec; read once, as every sample is priced from it."""
+        return self._base_spec
 
     @property
     def metric_names(self) -> list[str]:
