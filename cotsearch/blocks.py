@@ -121,6 +121,10 @@ class Bottleneck(nn.Module):
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)
 
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        """Convs whose output goes straight into a BN (for cotsearch.optimize_for_inference)."""
+        return [("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
         x = self.act1(self.bn1(self.conv1(x)))

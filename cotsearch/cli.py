@@ -233,6 +233,48 @@ def export(
     console.print(f"wrote {output}: {what}")
 
 
+@app.command("export-onnx")
+def export_onnx(
+    model_file: Annotated[Path, typer.Argument(help="a cotsearch model file (.safetensors)")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="the ONNX file to write")],
+    batch_size: Annotated[int, typer.Option(min=1, help="batch size of the example input (and of the check)")] = 1,
+    input_size: Annotated[Optional[int], typer.Option(min=8, help="square input size (default: the spec's)")] = None,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch/--static-batch",
+                                                help="accept any batch size, or exactly --batch-size")] = True,
+    fold_bn: Annotated[bool, typer.Option(help="fold batch norms into the convs before exporting")] = True,
+    check: Annotated[bool, typer.Option(help="compare onnxruntime's logits with PyTorch's (rtol 1e-4)")] = True,
+    latency: Annotated[bool, typer.Option(help="also time onnxruntime and PyTorch on this machine's CPU")] = False,
+):
+    """Export a model file to ONNX (standard ops only), checked against onnxruntime."""
+    from cotsearch.latency import resolve_device, time_callable
+    from cotsearch.model_file import load_model
+    from cotsearch.onnx_export import check_onnx, example_input, onnx_session
+    from cotsearch.onnx_export import export_onnx as export
+
+    model = load_model(model_file).eval()
+    with console.status(f"exporting {model_file} to ONNX"):
+        export(model, output, batch_size, input_size, dynamic_batch, fold_bn)
+    console.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, batch {'dynamic' if dynamic_batch else batch_size})")
+    x = example_input(model, batch_size, input_size)
+    if check:
+        result = check_onnx(model, output, x)
+        if not result.matches:
+            raise CotsearchError(f"{output}: onnxruntime differs from PyTorch: max relative difference "
+                                 f"{result.max_rel_diff:.2g} (allowed 1e-4)")
+        console.print(f"onnxruntime matches PyTorch: max abs difference {result.max_abs_diff:.2g}, "
+                      f"max relative {result.max_rel_diff:.2g}")
+    if latency:
+        import torch
+
+        session, cpu = onnx_session(output, torch.get_num_threads()), resolve_device("cpu")
+        feed = {"image": x.numpy()}
+        with torch.inference_mode():
+            ort_s = time_callable(lambda: session.run(None, feed), cpu, what="onnxruntime")[0]
+            torch_s = time_callable(lambda: model(x), cpu, what="PyTorch")[0]
+        console.print(f"latency, batch {batch_size}, {torch.get_num_threads()} threads: onnxruntime "
+                      f"{ort_s * 1e3:.2f} ms, PyTorch eager {torch_s * 1e3:.2f} ms ({ort_s / torch_s:.2f}x)")
+
+
 def _validated(model_cls, values: dict):
     """Options checked by a Pydantic model, with its errors as one line naming the option."""
     from pydantic import ValidationError

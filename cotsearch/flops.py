@@ -9,7 +9,6 @@ torch.compile and the ONNX exporter see through.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
@@ -20,7 +19,7 @@ from cotsearch.layers import aggregation
 
 @torch.library.custom_op("cotsearch::local_aggregate", mutates_args=())
 def local_aggregate_op(values: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    return aggregation.local_aggregate_eager(values, attn, kernel_size)
+    return aggregation.aggregate_shifted(values, attn, kernel_size)
 
 
 @local_aggregate_op.register_fake
@@ -33,15 +32,9 @@ def _aggregate_flops(values_shape, attn_shape, kernel_size, *args, out_shape=Non
     return 2 * kernel_size * kernel_size * math.prod(values_shape)
 
 
-@contextlib.contextmanager
 def counted_aggregation():
     """Route the CoT aggregation through the custom op while the block runs."""
-    previous = aggregation.local_aggregate_impl
-    aggregation.local_aggregate_impl = local_aggregate_op
-    try:
-        yield
-    finally:
-        aggregation.local_aggregate_impl = previous
+    return aggregation.use_aggregation(local_aggregate_op)
 
 
 def measure_flops(model: torch.nn.Module, input_size: tuple[int, int], in_chans: int) -> tuple[int, dict[str, int]]:

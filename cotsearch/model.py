@@ -150,6 +150,11 @@ class CoTNet(nn.Module):
         self.spec = self.spec.model_copy(update={"num_classes": num_classes})
         self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
 
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        """The stem's last conv feeds bn1 (for cotsearch.optimize_for_inference)."""
+        last = "conv1" if isinstance(self.conv1, nn.Conv2d) else f"conv1.{len(self.conv1) - 1}"
+        return [(last, "bn1")]
+
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool(self.act1(self.bn1(self.conv1(x))))
 

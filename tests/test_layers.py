@@ -1,40 +1,11 @@
-"""CoT / CoXt / SE-conv layers: the lean aggregation against the unfold reference,
-the layers against a port of the official forward, dtypes, layouts, compile, ONNX."""
+"""CoT / CoXt / SE-conv layers: the layers against a port of the official forward, dtypes,
+layouts, ONNX. The aggregation itself: test_aggregation.py."""
 
 import pytest
 import torch
 from official import official_cot_forward
 
-from cotsearch.layers import CoTLayer, CoXtLayer, SEConv, local_aggregate, local_aggregate_unfold
-
-
-@pytest.mark.parametrize("kernel_size, heads", [(3, 2), (5, 4), (1, 8), (7, 1)])
-def test_aggregate_matches_unfold_forward_and_gradients(kernel_size, heads):
-    values = torch.randn(2, 8, 5, 7, requires_grad=True)
-    attn = torch.randn(2, heads, kernel_size * kernel_size, 5, 7, requires_grad=True)
-    ours = local_aggregate(values, attn, kernel_size)
-    ref = local_aggregate_unfold(values, attn, kernel_size)
-    torch.testing.assert_close(ours, ref)
-    grad = torch.randn_like(ours)
-    g_ours = torch.autograd.grad(ours, (values, attn), grad)
-    g_ref = torch.autograd.grad(ref, (values, attn), grad)
-    for a, b in zip(g_ours, g_ref):
-        torch.testing.assert_close(a, b)
-
-
-def test_aggregate_gradcheck_float64():
-    values = torch.randn(1, 4, 4, 5, dtype=torch.float64, requires_grad=True)
-    attn = torch.randn(1, 2, 9, 4, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda v, a: local_aggregate(v, a, 3), (values, attn))
-
-
-def test_aggregate_shares_maps_strided_not_interleaved():
-    """Channel c uses map c % heads: with heads=2, channels 0 and 2 share map 0."""
-    values = torch.ones(1, 4, 3, 3)
-    attn = torch.zeros(1, 2, 1, 3, 3)
-    attn[:, 0] = 1.0
-    out = local_aggregate(values, attn, 1)
-    assert out[0, :, 1, 1].tolist() == [1.0, 0.0, 1.0, 0.0]
+from cotsearch.layers import CoTLayer, CoXtLayer, SEConv
 
 
 @pytest.mark.parametrize("layer", [CoTLayer(64, 3), CoXtLayer(96, 3), CoTLayer(32, 5, heads=2, key_groups=2)])

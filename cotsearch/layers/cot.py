@@ -92,9 +92,11 @@ class CoTLayer(nn.Module):
         dynamic = local_aggregate(values.reshape(b * g, c // g, h, w), attn, self.kernel_size)
         dynamic = self.act(self.bn(dynamic.reshape(b, c, h, w)))
 
-        pooled = (dynamic + keys).mean((2, 3), keepdim=True)
+        # mean(K2 + K1) as two means, and the weighted sum as one multiply-add: fewer
+        # full-size temporaries than the official expression, same numbers.
+        pooled = dynamic.mean((2, 3), keepdim=True) + keys.mean((2, 3), keepdim=True)
         weights = self.se(pooled).reshape(b, c, 2).softmax(dim=2)
-        return dynamic * weights[:, :, 0, None, None] + keys * weights[:, :, 1, None, None]
+        return torch.addcmul(dynamic * weights[:, :, 0, None, None], keys, weights[:, :, 1, None, None])
 
 
 class CoXtLayer(CoTLayer):

@@ -40,6 +40,10 @@ class SEConv(nn.Module):
         gate.conv(attn_chs, channels, 1, groups=groups, bias=True).act(channels)  # fc2, sigmoid
         return cx.add(gate)
 
+    def conv_bn_pairs(self) -> list[tuple[str, str]]:
+        """Convs whose output goes straight into a BN (for cotsearch.optimize_for_inference)."""
+        return [("conv", "bn0"), ("fc1", "bn1")]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act0(self.bn0(self.conv(x)))
         gate = self.act1(self.bn1(self.fc1(x.mean((2, 3), keepdim=True))))
