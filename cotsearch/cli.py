@@ -123,6 +123,7 @@ def train(
     augment: Annotated[bool, typer.Option(help="random shifts / flips (or timm's train transforms)")] = False,
     mixup: Annotated[float, typer.Option(min=0, help="mixup alpha (0: off)")] = 0.0,
     cutmix: Annotated[float, typer.Option(min=0, help="cutmix alpha (0: off)")] = 0.0,
+    channels_last: Annotated[bool, typer.Option(help="channels_last memory format (faster convolutions)")] = True,
     input_size: Annotated[int, typer.Option(min=8, help="image size for folder data")] = 224,
     checkpoint: Annotated[Optional[Path], typer.Option(help="save after every epoch; resume from it if it exists")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="write the trained model file")] = None,
@@ -142,7 +143,8 @@ def train(
 
     backbone = load_spec(spec)
     config = _validated(TrainConfig, dict(epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, seed=seed,
-                                          device=device, augment=augment, mixup=mixup, cutmix=cutmix))
+                                          device=device, augment=augment, mixup=mixup, cutmix=cutmix,
+                                          channels_last=channels_last))
     splits = load_data(data, train_limit=train_limit, val_size=val_size, input_size=input_size)
     check_fits(backbone, splits.input_size, config.batch_size, resolve_device(config.device), training=True)
     model = model_for_data(backbone, splits, seed=config.seed)

@@ -18,6 +18,28 @@ def test_layers_compute_the_official_forward_on_non_square_input(layer):
         torch.testing.assert_close(layer(x), official_cot_forward(layer, x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("layer", [CoTLayer(32, 3), CoXtLayer(48, 3)])
+def test_training_forward_and_gradients_match_the_official_forward(layer):
+    """With a gradient the layer takes other paths (embedding without the concatenation,
+    the hand-written aggregation backward): same outputs, same gradients, eval and train."""
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 0.2)
+    for training in (False, True):
+        layer.train(training)
+        x = torch.randn(2, layer.dim, 5, 7, requires_grad=True)
+        ours = layer(x)
+        x_ref = x.detach().clone().requires_grad_()
+        ref = official_cot_forward(layer, x_ref)
+        torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+        grad = torch.randn_like(ref)
+        params = [p for p in layer.parameters()]
+        got = torch.autograd.grad(ours, [x, *params], grad)
+        expected = torch.autograd.grad(ref, [x_ref, *params], grad)
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cot_layer_runs_in_half_precision(dtype):
     layer = CoTLayer(32).eval()

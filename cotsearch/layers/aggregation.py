@@ -42,9 +42,16 @@ def local_aggregate_dispatch(values: torch.Tensor, attn: torch.Tensor, kernel_si
 
         if aggregation_triton.available():
             return aggregation_triton.local_aggregate_triton(values, attn, kernel_size)
+    # The taps run along W; in channels_last the innermost dimension would be the few
+    # heads instead, which vectorises poorly: aggregate in NCHW, hand back the caller's layout.
+    layout = torch.channels_last if values.dim() == 4 and not values.is_contiguous() and \
+        values.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    values, attn = values.contiguous(), attn.contiguous()
     if torch.is_grad_enabled() and (values.requires_grad or attn.requires_grad):
-        return ShiftedAggregate.apply(values, attn, kernel_size)
-    return aggregate_shifted(values, attn, kernel_size)
+        out = ShiftedAggregate.apply(values, attn, kernel_size)
+    else:
+        out = aggregate_shifted(values, attn, kernel_size)
+    return out.contiguous(memory_format=layout)
 
 
 local_aggregate_impl = local_aggregate_dispatch

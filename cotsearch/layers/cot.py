@@ -4,6 +4,7 @@ so that its checkpoints load by name: `key_embed`, `embed`, `conv1x1`, `bn`, `se
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cotsearch.complexity import Complexity
@@ -81,9 +82,23 @@ class CoTLayer(nn.Module):
         """CoT: queries then keys, as two blocks of channels."""
         return torch.cat([x, keys], dim=1)
 
+    def query_key_weights(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embedding conv's weight split into its query and key parts (see query_key)."""
+        return weight[:, : self.dim // self.groups], weight[:, self.dim // self.groups :]
+
+    def embed_query_key(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """embed[0]([x, keys]). When a gradient is needed, as conv(x) + conv(keys): the same
+        sum without the concatenation, which backward would otherwise keep (twice the layer's
+        width); without one, the single conv on the concatenation is the faster."""
+        conv = self.embed[0]
+        if not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)):
+            return conv(self.query_key(x, keys))
+        w_query, w_key = self.query_key_weights(conv.weight)
+        return F.conv2d(x, w_query, conv.bias, groups=self.groups) + F.conv2d(keys, w_key, groups=self.groups)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         keys = self.key_embed(x)
-        attn = self.embed(self.query_key(x, keys))
+        attn = self.embed[1:](self.embed_query_key(x, keys))
         values = self.conv1x1(x)
         b, c, h, w = values.shape
         g = self.groups
@@ -118,3 +133,6 @@ class CoXtLayer(CoTLayer):
         each group of the grouped embedding sees its own channels' queries and keys."""
         b, c, h, w = x.shape
         return torch.stack([x, keys], dim=2).reshape(b, 2 * c, h, w)
+
+    def query_key_weights(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return weight[:, 0::2], weight[:, 1::2]
