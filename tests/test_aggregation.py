@@ -165,3 +165,29 @@ def test_compiled_training_uses_the_functional_form_and_matches_eager(monkeypatc
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     for a, b in zip(got, expected):  # atol: some biases feed a BN, their true gradient is 0 (noise ~1e-4)
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+
+
+def test_a_failing_first_triton_launch_falls_back_once_with_a_warning(monkeypatch):
+    pytest.importorskip("triton")
+    from cotsearch.layers import aggregation_triton
+
+    monkeypatch.setattr(aggregation_triton, "_state", {"disabled": False, "proven": False})
+
+    def broken(*args):
+        raise RuntimeError("no CUDA driver for Triton\nlong details")
+
+    monkeypatch.setattr(aggregation_triton.TritonAggregate, "apply", broken)
+    values, attn = inputs(1, 4, 3, 3, 2, 3)
+    assert aggregation_triton.available()
+    expected = r"Triton kernels unavailable \(RuntimeError: no CUDA driver for Triton\); using the PyTorch"
+    with pytest.warns(UserWarning, match=expected):
+        assert aggregation_triton.local_aggregate_triton(values, attn, 3) is None
+    assert not aggregation_triton.available()
+
+
+def test_triton_can_be_switched_off_by_environment():
+    pytest.importorskip("triton")
+    code = "from cotsearch.layers import aggregation_triton as t; print(t.available())"
+    env = dict(os.environ, COTSEARCH_TRITON="0")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr[-2000:]

@@ -41,7 +41,9 @@ def local_aggregate_dispatch(values: torch.Tensor, attn: torch.Tensor, kernel_si
         from cotsearch.layers import aggregation_triton
 
         if aggregation_triton.available():
-            return aggregation_triton.local_aggregate_triton(values, attn, kernel_size)
+            out = aggregation_triton.local_aggregate_triton(values, attn, kernel_size)
+            if out is not None:
+                return out
     # The taps run along W; in channels_last the innermost dimension would be the few
     # heads instead, which vectorises poorly: aggregate in NCHW, hand back the caller's layout.
     layout = torch.channels_last if values.dim() == 4 and not values.is_contiguous() and \

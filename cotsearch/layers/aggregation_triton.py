@@ -10,7 +10,8 @@ Triton's interpreter (TRITON_INTERPRET=1).
 
 from __future__ import annotations
 
-import functools
+import os
+import warnings
 
 import torch
 
@@ -21,9 +22,13 @@ except ImportError:  # CPU-only installs: the PyTorch path is used
     triton = None
 
 
-@functools.cache
+_state = {"disabled": os.environ.get("COTSEARCH_TRITON", "1") == "0", "proven": False}
+
+
 def available() -> bool:
-    return triton is not None
+    """Triton is installed, not switched off (COTSEARCH_TRITON=0), and has not failed to
+    build its kernels here."""
+    return triton is not None and not _state["disabled"]
 
 
 BLOCK = 256
@@ -127,6 +132,19 @@ class TritonAggregate(torch.autograd.Function):
         return grad_values, grad_attn, None
 
 
-def local_aggregate_triton(values: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """values (N, C, H, W), attn (N, heads, k*k, H, W) -> (N, C, H, W), in values' dtype."""
-    return TritonAggregate.apply(values, attn, kernel_size)
+def local_aggregate_triton(values: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> torch.Tensor | None:
+    """values (N, C, H, W), attn (N, heads, k*k, H, W) -> (N, C, H, W), in values' dtype.
+
+    None if the very first launch fails (no working compiler or driver for Triton): that is
+    warned about once and the PyTorch path is used from then on. Later errors propagate."""
+    if _state["proven"]:
+        return TritonAggregate.apply(values, attn, kernel_size)
+    try:
+        out = TritonAggregate.apply(values, attn, kernel_size)
+    except Exception as e:  # noqa: BLE001 - any build or launch failure means: no Triton here
+        _state["disabled"] = True
+        warnings.warn(f"Triton kernels unavailable ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                      "using the PyTorch aggregation", stacklevel=3)
+        return None
+    _state["proven"] = True
+    return out

@@ -3,6 +3,8 @@ so that its checkpoints load by name: `key_embed`, `embed`, `conv1x1`, `bn`, `se
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -98,7 +100,9 @@ class CoTLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         keys = self.key_embed(x)
-        attn = self.embed[1:](self.embed_query_key(x, keys))
+        attn = self.embed_query_key(x, keys)
+        for module in itertools.islice(self.embed, 1, None):  # not embed[1:]: that builds a module per call
+            attn = module(attn)
         values = self.conv1x1(x)
         b, c, h, w = values.shape
         g = self.groups
