@@ -1,19 +1,24 @@
 """Speed benchmark: CoT models against their plain-conv twins, in one process, alternated.
 
-Groups (each model of a group is measured once per round, the rounds alternate the models,
-and every ratio compares medians taken in the same rounds):
+Groups (each model of a group is measured once per round; rounds run the models in turn,
+forwards then backwards, so no model always follows the same one; every ratio compares
+medians taken in the same rounds, and the per-round ratios are printed too):
 
   infer-b1, infer-b8   CoTNet-50 vs timm resnet50, 224 px, fp32, eval, inference_mode:
-                       the default eager models; the same two in channels_last; CoTNet-50
-                       after cotsearch.optimize_for_inference vs resnet50 with its BNs folded
-                       by torch.fx; CoTNet-50 with the plain unfold aggregation (the issue's
+                       the default eager models; both in channels_last; CoTNet-50 after
+                       cotsearch.optimize_for_inference vs resnet50 with its BNs folded by
+                       torch.fx; CoTNet-50 on the plain unfold aggregation (the issue's
                        starting point); optionally both under torch.compile (--compile) and
-                       both in onnxruntime (--onnx).
-  train-b8             one SGD step (forward, backward, update) at batch 8, 224 px, and the
-                       peak memory of that step.
+                       both in onnxruntime, BNs folded, spinning threads off (--onnx).
+  train-b8             one SGD step (forward, backward, update) at batch 8, 224 px, default
+                       layout and channels_last, and the peak memory of that step.
   tiny-train-b128      one AdamW step of cotnet_tiny / resnet_tiny on 28 px, 1-channel, batch
-                       128 (the Fashion-MNIST proxy's setting), and cotnet_tiny on the unfold path.
+                       128 (the Fashion-MNIST proxy's setting), both layouts, and cotnet_tiny
+                       on the unfold path in both layouts.
   tiny-infer-b1/b8     the tiny models in eval.
+
+A model "X unfold aggregation" is compared with X (how much slower the plain path is); any
+other model with its conv twin measured the same way.
 
 Peak memory on CPU: the PyTorch profiler's allocation / free records of one step, summed
 in time order: the most tensor bytes PyTorch held at once beyond what it held before the
@@ -57,6 +62,7 @@ class Case:
     name: str
     step: Callable[[], object]
     context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    vs: str | None = None  # the case to compare with, where the names do not say
     times_ms: list[float] = field(default_factory=list)
 
 
@@ -111,7 +117,8 @@ def make_cases(group: str, device: torch.device, args) -> list[Case]:
             Case("resnet50", inference_step(r50().eval(), x)),
             Case("cotnet50 channels_last", inference_step(big().eval().to(memory_format=cl), xcl)),
             Case("resnet50 channels_last", inference_step(r50().eval().to(memory_format=cl), xcl)),
-            Case("cotnet50 optimize_for_inference", inference_step(cotsearch.optimize_for_inference(big()), x)),
+            Case("cotnet50 optimize_for_inference", inference_step(cotsearch.optimize_for_inference(big()), x),
+                 vs="resnet50 BN folded (fx)"),
             Case("resnet50 BN folded (fx)", inference_step(fx_folded(r50()), x)),
             Case("cotnet50 unfold aggregation", inference_step(big().eval(), x), unfold),
         ]
@@ -138,7 +145,9 @@ def make_cases(group: str, device: torch.device, args) -> list[Case]:
                 Case("resnet_tiny", training_step(tiny("resnet_tiny"), x, "adamw")),
                 Case("cotnet_tiny channels_last", training_step(tiny("cotnet_tiny").to(memory_format=cl), xcl, "adamw")),
                 Case("resnet_tiny channels_last", training_step(tiny("resnet_tiny").to(memory_format=cl), xcl, "adamw")),
-                Case("cotnet_tiny unfold aggregation", training_step(tiny("cotnet_tiny"), x, "adamw"), unfold)]
+                Case("cotnet_tiny unfold aggregation", training_step(tiny("cotnet_tiny"), x, "adamw"), unfold),
+                Case("cotnet_tiny channels_last unfold aggregation",
+                     training_step(tiny("cotnet_tiny").to(memory_format=cl), xcl, "adamw"), unfold)]
     if group.startswith("tiny-infer-b"):
         x = torch.randn(int(group[12:]), 1, 28, 28, device=device)
         return [Case("cotnet_tiny", inference_step(tiny("cotnet_tiny").eval(), x)),
@@ -163,8 +172,8 @@ def run_group(cases: list[Case], device, rounds: int) -> None:
             case.step()
             sync(device)
         calls[case.name] = max(1, round(ROUND_SECONDS / (time.perf_counter() - start)))
-    for _ in range(rounds):
-        for case in cases:
+    for r in range(rounds):
+        for case in cases if r % 2 == 0 else cases[::-1]:  # alternate the order: no case always follows another
             with case.context():
                 sync(device)
                 start = time.perf_counter()
@@ -201,19 +210,42 @@ def summarise(group: str, cases: list[Case]) -> dict:
     pairs = {c.name: c for c in cases}
     out = {}
     for case in cases:
-        if case.name.endswith(" unfold aggregation"):  # how much slower the plain path is
+        if case.vs:
+            reference = pairs[case.vs]
+        elif case.name.endswith(" unfold aggregation"):  # how much slower the plain path is
             reference = pairs[case.name.removesuffix(" unfold aggregation")]
         else:  # the conv twin measured the same way, or the default conv model
             twin = case.name.replace("cotnet50", "resnet50").replace("cotnet_tiny", "resnet_tiny")
             reference = pairs.get(twin, pairs[base])
         ratios = [a / b for a, b in zip(case.times_ms, reference.times_ms)]  # round by round
         out[case.name] = {
-            "median_ms": statistics.median(case.times_ms),
+            "median_ms": statistics.median(case.times_ms), "times_ms": [round(t, 3) for t in case.times_ms],
             "min_ms": min(case.times_ms), "max_ms": max(case.times_ms),
             "vs": reference.name, "ratio": statistics.median(case.times_ms) / statistics.median(reference.times_ms),
             "ratio_per_round": [round(r, 3) for r in ratios],
         }
     return out
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    """The report as tables, with the machine and the method, for benchmarks/results/."""
+    m = report["machine"]
+    lines = [f"# benchmarks/speed.py on {report['device']}", "",
+             f"{m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), torch {m['torch']}, "
+             f"Python {m['python']}, {m['platform']}" + (f", {m['gpu']}" if "gpu" in m else "") + ".",
+             f"{report['rounds']} rounds per group.", "", "```", report["method"], "```"]
+    for group, results in report["groups"].items():
+        memory = any("peak_mb" in r for r in results.values())
+        lines += ["", f"## {group}", "", "| model | median ms | ratio | against | per round |"
+                  + (" peak MB | peak ratio |" if memory else ""),
+                  "|---|---:|---:|---|---|" + ("---:|---:|" if memory else "")]
+        for name, r in results.items():
+            row = (f"| {name} | {r['median_ms']:.2f} | {r['ratio']:.2f}x | {r['vs']} | "
+                   f"{', '.join(f'{x:.2f}' for x in r['ratio_per_round'])} |")
+            if memory:
+                row += f" {r['peak_mb']:.0f} | {r['peak_ratio']:.2f}x |"
+            lines.append(row)
+    path.write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -252,7 +284,8 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.out}")
+        write_markdown(report, args.out.with_suffix(".md"))
+        print(f"\nwrote {args.out} and {args.out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,8 @@ def onnx_session(path: str | Path, threads: int | None = None):
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    # Idle worker threads would otherwise spin and take the cores from whatever runs next.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
