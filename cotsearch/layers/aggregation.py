@@ -37,23 +37,21 @@ def local_aggregate_dispatch(values: torch.Tensor, attn: torch.Tensor, kernel_si
     """The fastest correct path for where the tensors are and what is tracing them."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return local_aggregate_functional(values, attn, kernel_size)
+    # The CPU path runs its taps along W; in channels_last the innermost dimension would be
+    # the few heads instead, which vectorises poorly. Every path aggregates NCHW tensors and
+    # hands the result back in the caller's layout.
+    channels_last = values.is_contiguous(memory_format=torch.channels_last) and not values.is_contiguous()
+    values, attn = values.contiguous(), attn.contiguous()
+    out = None
     if values.is_cuda:
         from cotsearch.layers import aggregation_triton
 
         if aggregation_triton.available():
             out = aggregation_triton.local_aggregate_triton(values, attn, kernel_size)
-            if out is not None:
-                return out
-    # The taps run along W; in channels_last the innermost dimension would be the few
-    # heads instead, which vectorises poorly: aggregate in NCHW, hand back the caller's layout.
-    layout = torch.channels_last if values.dim() == 4 and not values.is_contiguous() and \
-        values.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    values, attn = values.contiguous(), attn.contiguous()
-    if torch.is_grad_enabled() and (values.requires_grad or attn.requires_grad):
-        out = ShiftedAggregate.apply(values, attn, kernel_size)
-    else:
-        out = aggregate_shifted(values, attn, kernel_size)
-    return out.contiguous(memory_format=layout)
+    if out is None:
+        needs_grad = torch.is_grad_enabled() and (values.requires_grad or attn.requires_grad)
+        out = ShiftedAggregate.apply(values, attn, kernel_size) if needs_grad else aggregate_shifted(values, attn, kernel_size)
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
 
 local_aggregate_impl = local_aggregate_dispatch

@@ -93,7 +93,7 @@ class CoTLayer(nn.Module):
         sum without the concatenation, which backward would otherwise keep (twice the layer's
         width); without one, the single conv on the concatenation is the faster."""
         conv = self.embed[0]
-        if not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)):
+        if not (torch.is_grad_enabled() and (x.requires_grad or keys.requires_grad or conv.weight.requires_grad)):
             return conv(self.query_key(x, keys))
         w_query, w_key = self.query_key_weights(conv.weight)
         return F.conv2d(x, w_query, conv.bias, groups=self.groups) + F.conv2d(keys, w_key, groups=self.groups)
@@ -139,4 +139,5 @@ class CoXtLayer(CoTLayer):
         return torch.stack([x, keys], dim=2).reshape(b, 2 * c, h, w)
 
     def query_key_weights(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Interleaved: even input channels are queries, odd ones keys."""
         return weight[:, 0::2], weight[:, 1::2]
