@@ -140,7 +140,8 @@ def test_triton_kernels_match_unfold_in_the_interpreter():
     """The CUDA kernels, run on the CPU by Triton's interpreter: forward, both gradients,
     fp64 / fp32, and bf16 values accumulated in fp32."""
     pytest.importorskip("triton")
-    code = TRITON_CHECK.format(shapes=[(1, 4, 5, 7, 2, 3), (1, 6, 3, 4, 3, 5), (2, 2, 1, 1, 1, 3)])
+    # 17x17 = 289 pixels: more than one program along the pixels in every kernel.
+    code = TRITON_CHECK.format(shapes=[(1, 4, 5, 7, 2, 3), (1, 6, 3, 4, 3, 5), (2, 2, 1, 1, 1, 3), (1, 2, 17, 17, 1, 3)])
     env = dict(os.environ, TRITON_INTERPRET="1")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

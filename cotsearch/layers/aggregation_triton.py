@@ -31,7 +31,8 @@ def available() -> bool:
     return triton is not None and not _state["disabled"]
 
 
-BLOCK = 256
+BLOCK = 256  # pixels per program
+ATTN_TILE = 2048  # taps x pixels accumulated per program of the attention gradient (registers)
 
 if triton is not None:
 
@@ -93,8 +94,8 @@ def accumulator(t: torch.Tensor):
     return tl.float64 if t.dtype == torch.float64 else tl.float32
 
 
-def _launch_shape(rows: int, hw: int) -> tuple[int, int]:
-    return rows, triton.cdiv(hw, BLOCK)
+def _launch_shape(rows: int, hw: int, block: int = BLOCK) -> tuple[int, int]:
+    return rows, triton.cdiv(hw, block)
 
 
 def triton_forward(values: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -127,8 +128,10 @@ class TritonAggregate(torch.autograd.Function):
                                                         ACC=accumulator(values), TRANSPOSED=True)
         if ctx.needs_input_grad[1]:
             grad_attn = torch.empty_like(attn)
-            _grad_attn_kernel[_launch_shape(n * heads, h * w)](
-                grad_out, values, grad_attn, c, heads, h, w, K=k, TAPS=triton.next_power_of_2(k * k), BLOCK=BLOCK, ACC=accumulator(values))
+            taps = triton.next_power_of_2(k * k)
+            block = max(16, ATTN_TILE // taps)
+            _grad_attn_kernel[_launch_shape(n * heads, h * w, block)](
+                grad_out, values, grad_attn, c, heads, h, w, K=k, TAPS=taps, BLOCK=block, ACC=accumulator(values))
         return grad_values, grad_attn, None
 
 
