@@ -99,20 +99,32 @@ class CoTLayer(nn.Module):
         return F.conv2d(x, w_query, conv.bias, groups=self.groups) + F.conv2d(keys, w_key, groups=self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        keys = self.key_embed(x)
+        keys = self.key_embed(x)  # static context
+        dynamic = self.dynamic_context(x, self.attention_maps(x, keys))
+        return self.fuse(dynamic, keys)
+
+    def attention_maps(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """embed([x, keys]): heads * k*k maps, each normalised with its group."""
         attn = self.embed_query_key(x, keys)
         for module in itertools.islice(self.embed, 1, None):  # not embed[1:]: that builds a module per call
             attn = module(attn)
+        return attn
+
+    def dynamic_context(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """The values aggregated over each kxk window by the attention maps, then BN and SiLU."""
         values = self.conv1x1(x)
         b, c, h, w = values.shape
         g = self.groups
         # Each group of channels aggregates with its own heads // g maps.
         attn = attn.reshape(b * g, self.heads // g, self.kernel_size * self.kernel_size, h, w)
         dynamic = local_aggregate(values.reshape(b * g, c // g, h, w), attn, self.kernel_size)
-        dynamic = self.act(self.bn(dynamic.reshape(b, c, h, w)))
+        return self.act(self.bn(dynamic.reshape(b, c, h, w)))
 
-        # mean(K2 + K1) as two means, and the weighted sum as one multiply-add: fewer
-        # full-size temporaries than the official expression, same numbers.
+    def fuse(self, dynamic: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Attention fusion: a softmax over the two contexts per channel, from their pooled sum.
+        mean(K2 + K1) as two means and the weighted sum as one multiply-add: fewer full-size
+        temporaries than the official expression, same numbers."""
+        b, c = dynamic.shape[:2]
         pooled = dynamic.mean((2, 3), keepdim=True) + keys.mean((2, 3), keepdim=True)
         weights = self.se(pooled).reshape(b, c, 2).softmax(dim=2)
         return torch.addcmul(dynamic * weights[:, :, 0, None, None], keys, weights[:, :, 1, None, None])
