@@ -148,12 +148,11 @@ def test_killed_search_resumes_without_losing_or_repeating(tmp_path, fake_fmnist
     finished_before = []
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
-        if not (run_dir / "study.db").exists():  # opening it would create it
+        # Opening the study while the driver still creates it would race its schema set-up
+        # (both stamp the new database); once a trial has saved weights the study exists.
+        if not list((run_dir / "trials").glob("*/model.safetensors")):
             continue
-        try:
-            study = optuna.load_study(study_name="cotsearch", storage=f"sqlite:///{run_dir / 'study.db'}")
-        except KeyError:  # the file exists before the study is created in it
-            continue
+        study = optuna.load_study(study_name="cotsearch", storage=f"sqlite:///{run_dir / 'study.db'}")
         done = [t for t in study.trials if t.user_attrs.get("state") in ("complete", "stopped")]
         if len(done) >= 2:
             finished_before = {t.number: t.user_attrs["val_top1"] for t in done}
