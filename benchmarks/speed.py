@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import io
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -49,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import describe_machine  # noqa: E402
+from common import describe_machine, median  # noqa: E402
 
 import cotsearch  # noqa: E402
 from cotsearch.layers.aggregation import local_aggregate_unfold, use_aggregation  # noqa: E402
@@ -82,7 +81,7 @@ def inference_step(model, x):
 
 def training_step(model, x, optimizer: str = "sgd"):
     model.train()
-    y = torch.randint(0, model.num_classes if hasattr(model, "num_classes") else 1000, (x.shape[0],), device=x.device)
+    y = torch.randint(0, model.num_classes, (x.shape[0],), device=x.device)
     opt = (torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9) if optimizer == "sgd"
            else torch.optim.AdamW(model.parameters(), lr=1e-3))
 
@@ -219,9 +218,9 @@ def summarise(group: str, cases: list[Case]) -> dict:
             reference = pairs.get(twin, pairs[base])
         ratios = [a / b for a, b in zip(case.times_ms, reference.times_ms)]  # round by round
         out[case.name] = {
-            "median_ms": statistics.median(case.times_ms), "times_ms": [round(t, 3) for t in case.times_ms],
+            "median_ms": median(case.times_ms), "times_ms": [round(t, 3) for t in case.times_ms],
             "min_ms": min(case.times_ms), "max_ms": max(case.times_ms),
-            "vs": reference.name, "ratio": statistics.median(case.times_ms) / statistics.median(reference.times_ms),
+            "vs": reference.name, "ratio": median(case.times_ms) / median(reference.times_ms),
             "ratio_per_round": [round(r, 3) for r in ratios],
         }
     return out

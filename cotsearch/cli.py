@@ -248,6 +248,8 @@ def export_onnx(
     latency: Annotated[bool, typer.Option(help="also time onnxruntime and PyTorch on this machine's CPU")] = False,
 ):
     """Export a model file to ONNX (standard ops only), checked against onnxruntime."""
+    import torch
+
     from cotsearch.latency import resolve_device, time_callable
     from cotsearch.model_file import load_model
     from cotsearch.onnx_export import check_onnx, example_input, onnx_session
@@ -258,18 +260,18 @@ def export_onnx(
         export(model, output, batch_size, input_size, dynamic_batch, fold_bn)
     console.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, batch {'dynamic' if dynamic_batch else batch_size})")
     x = example_input(model, batch_size, input_size)
+    if not (check or latency):
+        return
+    session = onnx_session(output, torch.get_num_threads())
     if check:
-        result = check_onnx(model, output, x)
+        result = check_onnx(model, session, x)
         if not result.matches:
             raise CotsearchError(f"{output}: onnxruntime differs from PyTorch: max relative difference "
                                  f"{result.max_rel_diff:.2g} (allowed 1e-4)")
         console.print(f"onnxruntime matches PyTorch: max abs difference {result.max_abs_diff:.2g}, "
                       f"max relative {result.max_rel_diff:.2g}")
     if latency:
-        import torch
-
-        session, cpu = onnx_session(output, torch.get_num_threads()), resolve_device("cpu")
-        feed = {"image": x.numpy()}
+        cpu, feed = resolve_device("cpu"), {"image": x.numpy()}
         with torch.inference_mode():
             ort_s = time_callable(lambda: session.run(None, feed), cpu, what="onnxruntime")[0]
             torch_s = time_callable(lambda: model(x), cpu, what="PyTorch")[0]

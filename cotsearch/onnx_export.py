@@ -1,19 +1,18 @@
 """ONNX export of a cotsearch model: batch norms folded, standard ai.onnx ops only, written
-atomically; and a check that onnxruntime computes the same logits as PyTorch."""
+atomically (cotsearch.atomic); and a check that onnxruntime computes the same logits as PyTorch."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from cotsearch.atomic import atomic_write_bytes
 from cotsearch.errors import CotsearchError
 from cotsearch.inference import optimize_for_inference
 from cotsearch.model import CoTNet
@@ -37,7 +36,7 @@ def export_onnx(model: CoTNet, path: str | Path, batch_size: int = 1, input_size
                 dynamic_batch: bool = True, fold_bn: bool = True, opset: int | None = None) -> Path:
     """Export `model` (eval) to `path`: input "image" (N, C, H, W), output "logits".
     With dynamic_batch the file accepts any batch size."""
-    onnx = require("onnx")
+    require("onnx")
     require("onnxscript")
     path = Path(path)
     if not path.parent.is_dir():
@@ -45,25 +44,20 @@ def export_onnx(model: CoTNet, path: str | Path, batch_size: int = 1, input_size
     model = optimize_for_inference(model) if fold_bn else model.eval()
     x = example_input(model, batch_size, input_size)
     dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1)}} if dynamic_batch else None
-    fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=path.parent)
-    os.close(fd)
+    # The exporter narrates every step on stdout / logging; keep only failures.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        program = torch.onnx.export(model, (x,), input_names=["image"], output_names=["logits"],
+                                    dynamic_shapes=dynamic_shapes, opset_version=opset, dynamo=True)
+    graph = program.model_proto.graph
+    nonstandard = sorted({f"{n.domain}::{n.op_type}" for n in graph.node if n.domain not in STANDARD_DOMAINS})
+    if nonstandard:
+        raise CotsearchError(f"{path}: the export used non-standard ops {', '.join(nonstandard)}")
     try:
-        # The exporter narrates every step on stdout / logging; keep only failures.
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-            torch.onnx.export(model, (x,), tmp, input_names=["image"], output_names=["logits"],
-                              dynamic_shapes=dynamic_shapes, opset_version=opset, dynamo=True, external_data=False)
-        graph = onnx.load(tmp)
-        nonstandard = sorted({f"{n.domain}::{n.op_type}" for n in graph.graph.node if n.domain not in STANDARD_DOMAINS})
-        if nonstandard:
-            raise CotsearchError(f"{path}: the export used non-standard ops {', '.join(nonstandard)}")
-        os.replace(tmp, path)
+        atomic_write_bytes(path, program.model_proto.SerializeToString())
     except OSError as e:
         raise CotsearchError(f"{path}: cannot write: {e.strerror}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -84,10 +78,11 @@ def onnx_session(path: str | Path, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def check_onnx(model: CoTNet, path: str | Path, x: torch.Tensor, rtol: float = 1e-4) -> OnnxCheck:
-    """Run `x` through onnxruntime and PyTorch; matches when |ort - torch| <= rtol * (|torch| + max|torch|*1e-2)
-    elementwise, i.e. rtol relative, with logits near zero judged against the logits' scale."""
-    (ort_out,) = onnx_session(path).run(None, {"image": x.numpy()})
+def check_onnx(model: CoTNet, session, x: torch.Tensor, rtol: float = 1e-4) -> OnnxCheck:
+    """Run `x` through an onnxruntime session (see onnx_session) and PyTorch; matches when
+    |ort - torch| <= rtol * (|torch| + max|torch|*1e-2) elementwise, i.e. rtol relative, with
+    logits near zero judged against the logits' scale."""
+    (ort_out,) = session.run(None, {"image": x.numpy()})
     with torch.no_grad():
         ref = model.eval()(x)
     diff = (torch.from_numpy(ort_out) - ref).abs()
