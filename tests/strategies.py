@@ -2,9 +2,16 @@
 
 from hypothesis import strategies as st
 
+from cotsearch.spec import StemSpec
+
+INPUT_SIZE = 32
+
 
 @st.composite
 def valid_specs(draw):
+    stem = {"type": draw(st.sampled_from(["classic", "deep", "small"])), "width": draw(st.sampled_from([8, 16]))}
+    stride_mode = draw(st.sampled_from(["avgpool", "blurpool"]))
+    size = -(-INPUT_SIZE // StemSpec.model_validate(stem).stride)  # the feature map entering the next stage
     stages = []
     for i in range(draw(st.integers(1, 4))):
         card = draw(st.sampled_from([1, 2]))
@@ -13,7 +20,8 @@ def valid_specs(draw):
         stages.append({
             "depth": draw(st.integers(1, 2)),
             "planes": planes,
-            "stride": draw(st.sampled_from([1, 2])),
+            # A blur pool cannot stride a 1 px map (the spec refuses it): stride 1 there.
+            "stride": draw(st.sampled_from([1, 2] if size > 1 or stride_mode == "avgpool" else [1])),
             "cardinality": card,
             "blocks": draw(st.one_of(st.sampled_from(["cot", "conv", "se_conv"]),
                                      st.lists(st.sampled_from(["cot", "conv", "se_conv"]), min_size=1, max_size=3))),
@@ -24,14 +32,15 @@ def valid_specs(draw):
                 "attn_reduction": draw(st.sampled_from([1, 2, 4])),
             },
         })
+        size = -(-size // stages[-1]["stride"])
     return {
         "in_chans": draw(st.sampled_from([1, 3])),
         "num_classes": draw(st.sampled_from([0, 1, 7])),
-        "input_size": 32,
-        "stem": {"type": draw(st.sampled_from(["classic", "deep", "small"])), "width": draw(st.sampled_from([8, 16]))},
+        "input_size": INPUT_SIZE,
+        "stem": stem,
         "stages": stages,
         "shortcut": draw(st.sampled_from(["conv", "avgpool"])),
-        "stride_mode": draw(st.sampled_from(["avgpool", "blurpool"])),
+        "stride_mode": stride_mode,
         "se_ratio": draw(st.sampled_from([0.0, 0.25])),
         "act": draw(st.sampled_from(["relu", "silu", "gelu"])),
     }
