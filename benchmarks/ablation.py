@@ -33,8 +33,8 @@ from common import describe_machine  # noqa: E402
 from speed import Case, inference_step, run_group, summarise, training_step  # noqa: E402
 
 import cotsearch  # noqa: E402
-from cotsearch.layers.aggregation import split_heads, use_aggregation  # noqa: E402
-from cotsearch.layers.cot import CoTLayer  # noqa: E402
+from cotsearch.nn.layers.aggregation import split_heads, use_aggregation  # noqa: E402
+from cotsearch.nn.layers.cot import CoTLayer  # noqa: E402
 
 
 def one_tap(values: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> torch.Tensor:

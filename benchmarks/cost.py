@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import describe_machine, median  # noqa: E402
 
 import cotsearch  # noqa: E402
-from cotsearch.cost import estimate_cost  # noqa: E402
-from cotsearch.latency import measure_latency  # noqa: E402
+from cotsearch.cost.analytic import estimate_cost  # noqa: E402
+from cotsearch.cost.latency import measure_latency  # noqa: E402
 
 
 def random_spec(rng: random.Random, base: cotsearch.BackboneSpec) -> cotsearch.BackboneSpec:

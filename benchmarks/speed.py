@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import describe_machine, median  # noqa: E402
 
 import cotsearch  # noqa: E402
-from cotsearch.layers.aggregation import local_aggregate_unfold, use_aggregation  # noqa: E402
+from cotsearch.nn.layers.aggregation import local_aggregate_unfold, use_aggregation  # noqa: E402
 
 ROUND_SECONDS = 0.4  # each model runs for at least this long per round
 
@@ -94,7 +94,7 @@ def training_step(model, x, optimizer: str = "sgd"):
 
 def onnx_step(model, x, threads: int):
     """The model (BNs already folded) exported to ONNX and run by onnxruntime."""
-    from cotsearch.onnx_export import onnx_session
+    from cotsearch.export.onnx import onnx_session
 
     path = Path(tempfile.mkdtemp()) / "model.onnx"
     with contextlib.redirect_stdout(io.StringIO()):

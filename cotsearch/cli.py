@@ -48,28 +48,29 @@ def build(
     input_size: Annotated[Optional[int], typer.Option(min=8, help="input size for the resolutions shown (default: the spec's)")] = None,
 ):
     """Validate a spec, build its model and show its stages; optionally save the model file."""
-    from cotsearch.latency import resolve_device
-    from cotsearch.memory import check_fits
-    from cotsearch.model import build_model
-    from cotsearch.model_file import save_model
-    from cotsearch.spec_io import load_spec
+    from cotsearch.arch.load import load_spec
+    from cotsearch.cost.analytic import estimate_cost
 
-    backbone = load_spec(spec)
+    backbone = load_spec(spec)  # a bad spec is reported before torch is imported
+    from cotsearch.cost.latency import resolve_device
+    from cotsearch.cost.memory import check_fits
+    from cotsearch.export.model_file import save_model
+    from cotsearch.nn.model import build_model, num_params
+
     size = input_size or backbone.input_size
-    check_fits(backbone, size, 1, resolve_device("cpu"), training=False)
+    check_fits(backbone.name or spec, estimate_cost(backbone, size), 1, resolve_device("cpu"), training=False)
     model = build_model(backbone)
     table = Table(title=f"{backbone.name or spec}  ({backbone.in_chans}x{size}x{size} input, {backbone.num_classes} classes)")
     for col in ("stage", "blocks", "middle layers", "width", "out chs", "stride", "output"):
         table.add_column(col, justify="right" if col not in ("stage", "middle layers") else "left")
-    res = -(-size // backbone.stem.stride)
-    table.add_row("stem", "-", backbone.stem.type, "-", str(backbone.stem.out_chs), str(backbone.stem.stride), f"{res}x{res}")
-    for i, stage in enumerate(backbone.stages):
-        res = -(-res // stage.stride)
+    sizes = backbone.feature_sizes(size)
+    table.add_row("stem", "-", backbone.stem.type, "-", str(backbone.stem.out_chs), str(backbone.stem.stride),
+                  f"{sizes[0]}x{sizes[0]}")
+    for i, (stage, res) in enumerate(zip(backbone.stages, sizes[1:])):
         table.add_row(f"layer{i + 1}", str(stage.depth), _kinds_summary(stage.block_kinds), str(stage.width),
                       str(stage.planes * backbone.expansion), str(stage.stride), f"{res}x{res}")
     console.print(table)
-    params = sum(p.numel() for p in model.parameters())
-    console.print(f"params: {params:,}   spec hash: {backbone.spec_hash()}")
+    console.print(f"params: {num_params(model):,}   spec hash: {backbone.spec_hash()}")
     if output is not None:
         save_model(model, output)
         console.print(f"wrote {output}")
@@ -83,11 +84,21 @@ def profile(
     batch_size: Annotated[int, typer.Option(min=1, help="batch size for the latency")] = 1,
     latency: Annotated[bool, typer.Option(help="measure latency (--no-latency: costs only)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of the table")] = False,
+    analytic: Annotated[bool, typer.Option("--analytic", help="the cost model only: no model built, no torch")] = False,
 ):
     """Params, MACs (analytic and measured), activations and latency, per stage and total."""
-    from cotsearch.profile import profile_spec
+    from cotsearch.arch.load import load_spec
 
-    result = profile_spec(spec, input_size, device, batch_size, measure_latency=latency)
+    backbone = load_spec(spec)
+    if analytic:
+        from cotsearch.cost.analytic import analytic_profile
+
+        result = analytic_profile(backbone, input_size)
+        latency = False
+    else:
+        from cotsearch.cost.profile import profile_spec
+
+        result = profile_spec(backbone, input_size, device, batch_size, measure_latency=latency)
     if as_json:
         print(json.dumps(result))
         return
@@ -100,7 +111,7 @@ def profile(
     for part in rows:
         shape = "x".join(map(str, part["out_shape"])) if part["out_shape"] else ""
         table.add_row(part["name"], shape, human(part["params"]), human(part["macs"]), human(part["macs_conv"]),
-                      human(part["measured_macs_conv"]), human(part["acts"]),
+                      "-" if part["measured_macs_conv"] is None else human(part["measured_macs_conv"]), human(part["acts"]),
                       "-" if part["latency_ms"] is None else f"{part['latency_ms']:.2f}",
                       style="bold" if part["name"] == "total" else None)
     console.print(table)
@@ -132,23 +143,28 @@ def train(
     """Train a spec on a data set; report validation top-1 per epoch and the final test top-1."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from cotsearch.data import load_data
-    from cotsearch.model_file import save_model
-    from cotsearch.spec_io import load_spec
-    from cotsearch.train import TrainConfig, model_for_data
-    from cotsearch.train import train as run_training
+    from cotsearch.arch.load import load_spec
+    from cotsearch.cost.analytic import estimate_cost
+    from cotsearch.train.config import TrainConfig
 
-    from cotsearch.latency import resolve_device
-    from cotsearch.memory import check_fits
-
-    backbone = load_spec(spec)
+    base = load_spec(spec)  # a bad spec or option is reported before torch is imported
     config = _validated(TrainConfig, dict(epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, seed=seed,
                                           device=device, augment=augment, mixup=mixup, cutmix=cutmix,
                                           channels_last=channels_last))
+    from cotsearch.cost.latency import resolve_device
+    from cotsearch.cost.memory import check_fits
+    from cotsearch.data.load import load_data
+    from cotsearch.export.model_file import save_model
+    from cotsearch.nn.model import num_params
+    from cotsearch.train.loop import init_model
+    from cotsearch.train.loop import train as run_training
+
     splits = load_data(data, train_limit=train_limit, val_size=val_size, input_size=input_size)
-    check_fits(backbone, splits.input_size, config.batch_size, resolve_device(config.device), training=True)
-    model = model_for_data(backbone, splits, seed=config.seed)
-    err_console.print(f"{backbone.name or spec}: {sum(p.numel() for p in model.parameters()):,} params; {splits.describe()}")
+    backbone = splits.shape.apply(base)  # the data's channels, classes and image size
+    check_fits(backbone.name or spec, estimate_cost(backbone), config.batch_size, resolve_device(config.device),
+               training=True)
+    model = init_model(backbone, seed=config.seed)
+    err_console.print(f"{backbone.name or spec}: {num_params(model):,} params; {splits.describe()}")
     progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(), console=err_console)
     task = progress.add_task("train", total=None, epoch=1, loss=float("nan"))
@@ -250,10 +266,10 @@ def export_onnx(
     """Export a model file to ONNX (standard ops only), checked against onnxruntime."""
     import torch
 
-    from cotsearch.latency import resolve_device, time_callable
-    from cotsearch.model_file import load_model
-    from cotsearch.onnx_export import check_onnx, example_input, onnx_session
-    from cotsearch.onnx_export import export_onnx as export
+    from cotsearch.cost.latency import resolve_device, time_callable
+    from cotsearch.export.model_file import load_model
+    from cotsearch.export.onnx import check_onnx, example_input, onnx_session
+    from cotsearch.export.onnx import export_onnx as export
 
     model = load_model(model_file).eval()
     with console.status(f"exporting {model_file} to ONNX"):
@@ -283,7 +299,7 @@ def _validated(model_cls, values: dict):
     """Options checked by a Pydantic model, with its errors as one line naming the option."""
     from pydantic import ValidationError
 
-    from cotsearch.spec_io import format_validation_error
+    from cotsearch.arch.yaml_io import format_validation_error
 
     try:
         return model_cls.model_validate(values)
@@ -293,23 +309,23 @@ def _validated(model_cls, values: dict):
 
 @app.command()
 def presets():
-    """List the shipped presets with their parameter counts."""
-    from cotsearch.model import build_model
-    from cotsearch.spec_io import list_presets
+    """List the shipped presets with their parameter counts and MACs."""
+    from cotsearch.arch.load import list_presets, load_spec
+    from cotsearch.cost.analytic import estimate_cost
 
-    table = Table("preset", "input", "stages (depths)", "params")
+    table = Table("preset", "input", "stages (depths)", "params", "MACs")
     for name in list_presets():
-        model = build_model(name)
-        spec = model.spec
+        spec = load_spec(name)
+        cost = estimate_cost(spec)
         table.add_row(name, f"{spec.in_chans}x{spec.input_size}", str([s.depth for s in spec.stages]),
-                      f"{sum(p.numel() for p in model.parameters()):,}")
+                      f"{cost.params:,}", human(cost.macs))
     console.print(table)
 
 
 @app.command()
 def schema():
     """Print the JSON Schema of a spec (for editors' YAML completion and checking)."""
-    from cotsearch.spec import BackboneSpec
+    from cotsearch.arch.spec import BackboneSpec
 
     print(json.dumps(BackboneSpec.model_json_schema(), indent=2))
 
@@ -322,16 +338,17 @@ def convert(
     ema: Annotated[bool, typer.Option(help="prefer the checkpoint's state_dict_ema")] = False,
 ):
     """Convert an official JDAI-CV/CoTNet checkpoint into a cotsearch model file."""
-    from cotsearch.convert import convert_checkpoint
-    from cotsearch.model_file import save_model
-    from cotsearch.spec_io import list_presets
+    from cotsearch.arch.load import list_presets
+    from cotsearch.export.convert import convert_checkpoint
+    from cotsearch.export.model_file import save_model
+    from cotsearch.nn.model import num_params
 
     if preset not in list_presets():
         raise CotsearchError(f"--preset {preset}: unknown preset; presets: {', '.join(list_presets())}")
     model = convert_checkpoint(checkpoint, preset, use_ema=ema)
     save_model(model, output, extra={"source": str(checkpoint)})
     console.print(f"wrote {output}: {preset}, {model.num_classes} classes, "
-                  f"{sum(p.numel() for p in model.parameters()):,} params")
+                  f"{num_params(model):,} params")
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ def _seed():
 @pytest.fixture(scope="session")
 def fake_fmnist(tmp_path_factory):
     """A small Fashion-MNIST-shaped IDX folder (600 train, 100 test) whose classes are visible."""
-    from test_data import fake_images, write_idx
+    from helpers import fake_images, write_idx
 
     folder = tmp_path_factory.mktemp("fmnist")
     write_idx(folder, "train", *fake_images(600))

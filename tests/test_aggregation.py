@@ -9,10 +9,11 @@ import sys
 import pytest
 import torch
 
-from cotsearch.layers import CoTLayer
+from helpers import cot_layer
 
-from cotsearch.layers import aggregation
-from cotsearch.layers.aggregation import (ShiftedAggregate, aggregate_shifted, local_aggregate,
+
+from cotsearch.nn.layers import aggregation
+from cotsearch.nn.layers.aggregation import (ShiftedAggregate, aggregate_shifted, local_aggregate,
                                           local_aggregate_functional, local_aggregate_unfold)
 
 SHAPES = [  # (n, c, h, w, heads, kernel_size): odd sizes, maps smaller than the window, 1x1
@@ -116,8 +117,8 @@ def test_use_aggregation_swaps_and_restores_the_path():
 
 TRITON_CHECK = """
 import torch
-from cotsearch.layers.aggregation import local_aggregate_unfold
-from cotsearch.layers.aggregation_triton import local_aggregate_triton
+from cotsearch.nn.layers.aggregation import local_aggregate_unfold
+from cotsearch.nn.layers.aggregation_triton import local_aggregate_triton
 for n, c, h, w, heads, k in {shapes}:
     for dtype in (torch.float64, torch.float32):
         gen = torch.Generator().manual_seed(c + k)
@@ -155,7 +156,7 @@ def test_compiled_training_uses_the_functional_form_and_matches_eager(monkeypatc
     functional = aggregation.local_aggregate_functional
     monkeypatch.setattr(aggregation, "local_aggregate_functional", lambda *a: traced.append(1) or functional(*a))
     torch.manual_seed(0)
-    layer = CoTLayer(16).train()
+    layer = cot_layer(16).train()
     x = torch.randn(2, 16, 6, 6, requires_grad=True)
     compiled = torch.compile(layer)
     out = compiled(x)
@@ -170,7 +171,7 @@ def test_compiled_training_uses_the_functional_form_and_matches_eager(monkeypatc
 
 def test_a_failing_first_triton_launch_falls_back_once_with_a_warning(monkeypatch):
     pytest.importorskip("triton")
-    from cotsearch.layers import aggregation_triton
+    from cotsearch.nn.layers import aggregation_triton
 
     monkeypatch.setattr(aggregation_triton, "_state", {"disabled": False, "proven": False})
 
@@ -188,7 +189,7 @@ def test_a_failing_first_triton_launch_falls_back_once_with_a_warning(monkeypatc
 
 def test_triton_can_be_switched_off_by_environment():
     pytest.importorskip("triton")
-    code = "from cotsearch.layers import aggregation_triton as t; print(t.available())"
+    code = "from cotsearch.nn.layers import aggregation_triton as t; print(t.available())"
     env = dict(os.environ, COTSEARCH_TRITON="0")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr[-2000:]

@@ -9,6 +9,7 @@ import torch
 from official import fill_official
 
 import cotsearch
+from helpers import preset_model
 
 
 def run(*args, cwd=None):
@@ -32,7 +33,7 @@ def test_build_every_preset_in_process():
     for name in cotsearch.list_presets():
         result = runner.invoke(app, ["build", name])
         assert result.exit_code == 0, (name, result.output)
-        params = sum(p.numel() for p in cotsearch.build_model(name).parameters())
+        params = sum(p.numel() for p in preset_model(name).parameters())
         assert f"params: {params:,}" in result.output
 
 

@@ -10,15 +10,15 @@ import warnings
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
-from strategies import valid_specs
 from timm.layers import BlurPool2d
 
 import cotsearch
-from cotsearch.cost import estimate_cost
-from cotsearch.flops import measure_flops
-from cotsearch.latency import measure_latency, time_callable
-from cotsearch.layers import CoTLayer
-from cotsearch.spec_io import spec_from_data
+from cotsearch.cost.analytic import estimate_cost
+from cotsearch.cost.flops import measure_flops
+from cotsearch.cost.latency import measure_latency, time_callable
+from cotsearch.nn.layers import CoTLayer
+from cotsearch.arch.load import spec_from_data
+from helpers import preset_model, valid_specs
 
 # The official counter's figures (GMACs), from the task's reference list.
 PAPER_GMACS = [
@@ -30,12 +30,12 @@ PAPER_GMACS = [
 
 @pytest.mark.parametrize("name, size, gmacs", PAPER_GMACS)
 def test_analytic_macs_reproduce_the_official_counter(name, size, gmacs):
-    assert estimate_cost(name, size).macs / 1e9 == pytest.approx(gmacs, rel=0.005)
+    assert estimate_cost(cotsearch.load_spec(name), size).macs / 1e9 == pytest.approx(gmacs, rel=0.005)
 
 
 @pytest.mark.parametrize("name", cotsearch.list_presets())
 def test_params_exact_and_measured_flops_agree_per_stage(name):
-    model = cotsearch.build_model(name)
+    model = preset_model(name)
     cost = estimate_cost(model.spec, 64)
     assert cost.params == sum(p.numel() for p in model.parameters())
     total, per_child = measure_flops(model, (64, 64), model.spec.in_chans)
@@ -58,7 +58,7 @@ def test_random_specs_params_exact_and_flops_agree(data):
 @pytest.mark.parametrize("name, size", [("cotnet_tiny", (28, 28)), ("se_cotnetd_152", (64, 48)), ("cotnext50_2x48d", (40, 40))])
 def test_activations_count_every_layer_output(name, size):
     """pycls' convention: elements of every conv, linear, pool (and aggregation) output."""
-    model = cotsearch.build_model(name).eval()
+    model = preset_model(name).eval()
     seen = []
     counted = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.MaxPool2d, torch.nn.AvgPool2d,
                torch.nn.AdaptiveAvgPool2d, BlurPool2d)
@@ -69,11 +69,11 @@ def test_activations_count_every_layer_output(name, size):
             m.register_forward_hook(lambda mod, inp, out: seen.append(out[0].numel()))
     with torch.no_grad():
         model(torch.zeros(1, model.spec.in_chans, *size))
-    assert estimate_cost(name, size).acts == sum(seen)
+    assert estimate_cost(cotsearch.load_spec(name), size).acts == sum(seen)
 
 
 def test_output_shapes_follow_the_model():
-    model = cotsearch.build_model("se_cotnetd_50").eval()
+    model = preset_model("se_cotnetd_50").eval()
     cost = estimate_cost(model.spec, (96, 64))
     with torch.no_grad():
         feats = model.forward_features(torch.zeros(1, 3, 96, 64))
@@ -87,7 +87,7 @@ def test_pricing_does_not_build_anything(monkeypatch):
 
 
 def test_latency_is_measured_and_sane():
-    lat = measure_latency("cotnet_tiny", batch_size=2, min_run_time=0.1)
+    lat = measure_latency(preset_model("cotnet_tiny"), batch_size=2, min_run_time=0.1)
     assert lat.median_ms > 0 and lat.iqr_ms >= 0 and lat.runs >= 1
     assert lat.input_size == (28, 28) and lat.device == "cpu" and lat.batch_size == 2
 
@@ -109,7 +109,7 @@ def test_cuda_request_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(cotsearch.CotsearchError, match="no CUDA device"):
-        measure_latency("cotnet_tiny", device="cuda")
+        measure_latency(preset_model("cotnet_tiny"), device="cuda")
 
 
 def test_profile_json_cli():

@@ -8,31 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cotsearch.data import load_data
+from helpers import fake_images, write_idx
+
+from cotsearch.data.load import load_data
 from cotsearch.data.splits import stratified_subset
 from cotsearch.errors import DataError
-
-
-def write_idx(folder, prefix, images, labels, gz=True, images_magic=0x803):
-    folder.mkdir(parents=True, exist_ok=True)
-    n, h, w = images.shape
-    img = images_magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (n, h, w)) + images.tobytes()
-    lab = (0x801).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.astype(np.uint8).tobytes()
-    for name, data in ((f"{prefix}-images-idx3-ubyte", img), (f"{prefix}-labels-idx1-ubyte", lab)):
-        if gz:
-            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
-        else:
-            (folder / name).write_bytes(data)
-
-
-def fake_images(n, classes=10, size=28, seed=0):
-    """Images whose class is visible: class k has a bright bar at row 2k."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % classes
-    images = rng.integers(0, 60, (n, size, size), dtype=np.uint8)
-    for i, k in enumerate(labels):
-        images[i, (2 * k) % size] = 250
-    return images, labels
 
 
 @pytest.fixture

@@ -8,19 +8,15 @@ import sys
 import time
 
 import pytest
-from test_search import tune, write_space
+from helpers import SPACES, cli, rows, tune, write_space
 
 import cotsearch
-from cotsearch.atomic import atomic_write_bytes
+from cotsearch.files import atomic_write_bytes
 from cotsearch.errors import CotsearchError
-from cotsearch.memory import OutOfMemory, check_fits
+from cotsearch.cost.analytic import estimate_cost
+from cotsearch.cost.memory import OutOfMemory, check_fits
 from cotsearch.search import runner
 from cotsearch.search.space import load_space
-
-
-def rows(run_dir):
-    with open(run_dir / "trials.csv") as f:
-        return list(csv.DictReader(f))
 
 
 def test_spec_too_big_for_the_device_is_refused_before_building(monkeypatch):
@@ -28,8 +24,9 @@ def test_spec_too_big_for_the_device_is_refused_before_building(monkeypatch):
 
     monkeypatch.setattr(cotsearch.CoTNet, "__init__", lambda *a, **k: pytest.fail("built"))
     with pytest.raises(OutOfMemory, match=r"se_cotnetd_152: too big for cpu: training at batch 4096 at 320 px needs about [\d,.]+ GiB"):
-        check_fits(cotsearch.load_spec("se_cotnetd_152"), 320, 4096, torch.device("cpu"), training=True)
-    check_fits(cotsearch.load_spec("cotnet_tiny"), 28, 64, torch.device("cpu"), training=True)  # fits
+        check_fits("se_cotnetd_152", estimate_cost(cotsearch.load_spec("se_cotnetd_152"), 320), 4096,
+                   torch.device("cpu"), training=True)
+    check_fits("cotnet_tiny", estimate_cost(cotsearch.load_spec("cotnet_tiny")), 64, torch.device("cpu"), training=True)
 
 
 @pytest.mark.slow
@@ -85,8 +82,7 @@ def test_killed_worker_node_ends_with_the_trial_retried_or_failed(tmp_path, fake
 def test_unwritable_run_directory_is_reported_at_start(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    result = subprocess.run([sys.executable, "-m", "cotsearch.cli", "tune", "spaces/cot_stages.yaml", "--out",
-                             str(blocker / "run")], capture_output=True, text=True, timeout=120)
+    result = cli("tune", SPACES / "cot_stages.yaml", "--out", blocker / "run", timeout=120)
     assert result.returncode == 2 and "cannot write the run directory" in result.stderr
     assert result.stderr.count("\n") == 1
 
@@ -94,14 +90,14 @@ def test_unwritable_run_directory_is_reported_at_start(tmp_path):
 def test_full_disk_is_reported_at_start(tmp_path, monkeypatch):
     monkeypatch.setattr(runner.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10 * 2**20})())
     with pytest.raises(CotsearchError, match="only 10 MiB free on its disk"):
-        runner.prepare_run_dir(load_space("spaces/cot_stages.yaml"), tmp_path / "run", resume=False)
+        runner.prepare_run_dir(load_space(SPACES / "cot_stages.yaml"), tmp_path / "run", resume=False)
 
 
 def test_existing_run_directory_is_not_overwritten(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "trials.csv").write_text("precious")
     with pytest.raises(CotsearchError, match="already holds a run; continue it with --resume"):
-        runner.prepare_run_dir(load_space("spaces/cot_stages.yaml"), tmp_path / "run", resume=False)
+        runner.prepare_run_dir(load_space(SPACES / "cot_stages.yaml"), tmp_path / "run", resume=False)
     assert (tmp_path / "run" / "trials.csv").read_text() == "precious"
 
 

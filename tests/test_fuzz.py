@@ -12,12 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cotsearch
+from helpers import SPACES
 from cotsearch.errors import SpecError
 from cotsearch.search.space import load_space
-from cotsearch.spec_io import load_spec
+from cotsearch.arch.load import load_spec
 
 VALID_SPEC = yaml.safe_load(cotsearch.load_spec("cotnet_tiny").to_yaml())
-VALID_SPACE = yaml.safe_load(open("spaces/cot_stages.yaml").read())
+VALID_SPACE = yaml.safe_load((SPACES / "cot_stages.yaml").read_text())
 
 junk = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats(allow_nan=True) | st.text(max_size=20),

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 import cotsearch
-from cotsearch.inference import conv_bn_pairs
+from cotsearch.export.fold_bn import conv_bn_pairs
+from helpers import preset_model
 
 
 def with_trained_like_norms(model: nn.Module) -> nn.Module:
@@ -36,7 +37,7 @@ def count(model, kind):
 def test_folding_is_exact_in_float64(preset, size):
     """Block by block on the same input (a random 50-layer net amplifies even float64
     rounding by its depth), and end to end."""
-    model = with_trained_like_norms(cotsearch.build_model(preset).double())
+    model = with_trained_like_norms(preset_model(preset).double())
     folded = cotsearch.optimize_for_inference(model)
     x = torch.randn(2, model.spec.in_chans, size, size, dtype=torch.float64)
     close = lambda a, b: torch.testing.assert_close(a, b, rtol=0, atol=1e-12 * b.abs().max().item())  # noqa: E731
@@ -56,7 +57,7 @@ def test_folding_is_exact_in_float64(preset, size):
 
 
 def test_pairs_found_are_conv_then_bn():
-    model = cotsearch.build_model("se_cotnetd_50")
+    model = preset_model("se_cotnetd_50")
     pairs = dict(conv_bn_pairs(model))
     assert pairs["conv1.6"] == "bn1"  # the deep stem's last conv feeds the model's bn1
     assert pairs["layer1.0.conv1"] == "layer1.0.bn1"
@@ -66,7 +67,7 @@ def test_pairs_found_are_conv_then_bn():
 
 
 def test_channels_last_option():
-    model = with_trained_like_norms(cotsearch.build_model("cotnet_tiny"))
+    model = with_trained_like_norms(preset_model("cotnet_tiny"))
     fast = cotsearch.optimize_for_inference(model, channels_last=True)
     assert fast.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.randn(3, 1, 28, 28)
@@ -81,7 +82,7 @@ def cli(*args):
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("onnx") / "tiny.safetensors"
-    cotsearch.save_model(with_trained_like_norms(cotsearch.build_model("cotnet_tiny")), path)
+    cotsearch.save_model(with_trained_like_norms(preset_model("cotnet_tiny")), path)
     return path
 
 

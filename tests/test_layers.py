@@ -5,10 +5,13 @@ import pytest
 import torch
 from official import official_cot_forward
 
-from cotsearch.layers import CoTLayer, CoXtLayer, SEConv
+from helpers import cot_layer
+
+from cotsearch.arch.plan import SEConvPlan
+from cotsearch.nn.layers import SEConv
 
 
-@pytest.mark.parametrize("layer", [CoTLayer(64, 3), CoXtLayer(96, 3), CoTLayer(32, 5, heads=2, key_groups=2)])
+@pytest.mark.parametrize("layer", [cot_layer(64, 3), cot_layer(96, 3, groups=2), cot_layer(32, 5, heads=2, key_groups=2)])
 def test_layers_compute_the_official_forward_on_non_square_input(layer):
     layer.eval()
     with torch.no_grad():
@@ -18,7 +21,7 @@ def test_layers_compute_the_official_forward_on_non_square_input(layer):
         torch.testing.assert_close(layer(x), official_cot_forward(layer, x), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("layer", [CoTLayer(32, 3), CoXtLayer(48, 3)])
+@pytest.mark.parametrize("layer", [cot_layer(32, 3), cot_layer(48, 3, groups=2)])
 def test_training_forward_and_gradients_match_the_official_forward(layer):
     """With a gradient the layer takes other paths (embedding without the concatenation,
     the hand-written aggregation backward): same outputs, same gradients, eval and train."""
@@ -42,7 +45,7 @@ def test_training_forward_and_gradients_match_the_official_forward(layer):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cot_layer_runs_in_half_precision(dtype):
-    layer = CoTLayer(32).eval()
+    layer = cot_layer(32).eval()
     x = torch.randn(2, 32, 8, 8)
     with torch.no_grad():
         ref = layer(x)
@@ -52,7 +55,7 @@ def test_cot_layer_runs_in_half_precision(dtype):
 
 
 def test_cot_layer_under_autocast_backward():
-    layer = CoTLayer(32).train()
+    layer = cot_layer(32).train()
     x = torch.randn(2, 32, 8, 8, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = layer(x)
@@ -61,7 +64,7 @@ def test_cot_layer_under_autocast_backward():
     assert all(p.grad is not None for p in layer.parameters())
 
 
-@pytest.mark.parametrize("layer", [CoTLayer(32), CoXtLayer(32), SEConv(32)])
+@pytest.mark.parametrize("layer", [cot_layer(32), cot_layer(32, groups=2), SEConv(SEConvPlan(32))])
 def test_channels_last_gives_same_output(layer):
     layer.eval()
     x = torch.randn(2, 32, 7, 9)
@@ -72,7 +75,7 @@ def test_channels_last_gives_same_output(layer):
 
 
 def test_se_conv_gate():
-    layer = SEConv(64, stride=2).eval()
+    layer = SEConv(SEConvPlan(64, stride=2)).eval()
     x = torch.randn(2, 64, 8, 8)
     with torch.no_grad():
         feats = layer.act0(layer.bn0(layer.conv(x)))
@@ -84,7 +87,7 @@ def test_se_conv_gate():
 
 def test_cot_layer_exports_to_onnx_and_matches(tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    layer = CoXtLayer(32).eval()
+    layer = cot_layer(32, groups=2).eval()
     x = torch.randn(1, 32, 6, 10)
     path = tmp_path / "cot.onnx"
     torch.onnx.export(layer, (x,), str(path), input_names=["x"], output_names=["y"])

@@ -5,6 +5,7 @@ import timm
 import torch
 
 import cotsearch
+from helpers import preset_model
 
 
 def tiny_batch(n=8):
@@ -12,7 +13,7 @@ def tiny_batch(n=8):
 
 
 def test_one_training_step_lowers_the_loss():
-    model = cotsearch.build_model("cotnet_tiny").train()
+    model = preset_model("cotnet_tiny").train()
     x, y = tiny_batch(16)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -26,7 +27,7 @@ def test_one_training_step_lowers_the_loss():
 
 
 def test_channels_last_matches_contiguous():
-    model = cotsearch.build_model("cotnet_tiny").eval()
+    model = preset_model("cotnet_tiny").eval()
     x, _ = tiny_batch(2)
     with torch.no_grad():
         ref = model(x)
@@ -36,7 +37,7 @@ def test_channels_last_matches_contiguous():
 
 @pytest.mark.slow
 def test_compiled_forward_matches_eager():
-    model = cotsearch.build_model("cotnet_tiny").eval()
+    model = preset_model("cotnet_tiny").eval()
     x, _ = tiny_batch(2)
     with torch.no_grad():
         ref = model(x)
@@ -45,7 +46,7 @@ def test_compiled_forward_matches_eager():
 
 
 def test_timm_interface():
-    model = cotsearch.build_model("se_cotnetd_50").eval()
+    model = preset_model("se_cotnetd_50").eval()
     x = torch.randn(1, 3, 64, 48)
     with torch.no_grad():
         feats = model.forward_features(x)
@@ -68,7 +69,7 @@ def test_timm_create_model_with_overrides_and_features():
 
 
 def test_timm_loads_a_local_model_file(tmp_path):
-    model = cotsearch.build_model("cotnet_tiny").eval()
+    model = preset_model("cotnet_tiny").eval()
     path = cotsearch.save_model(model, tmp_path / "tiny.safetensors")
     loaded = timm.create_model("cotnet_tiny", pretrained=True,
                                pretrained_cfg_overlay=dict(file=str(path), num_classes=10)).eval()
@@ -79,4 +80,4 @@ def test_timm_loads_a_local_model_file(tmp_path):
 
 def test_unknown_override_is_refused():
     with pytest.raises(TypeError, match="unexpected keyword"):
-        cotsearch.build_model("cotnet_tiny", width=3)
+        preset_model("cotnet_tiny", width=3)

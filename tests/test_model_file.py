@@ -7,11 +7,12 @@ import torch
 from safetensors.torch import save_file
 
 import cotsearch
+from helpers import preset_model
 
 
 @pytest.fixture
 def trained_tiny(tmp_path):
-    model = cotsearch.build_model("cotnet_tiny")
+    model = preset_model("cotnet_tiny")
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))  # not the initialisation
@@ -58,11 +59,11 @@ def test_weights_that_do_not_fit_the_spec_are_refused(trained_tiny, tmp_path):
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     state["fc.weight"] = torch.zeros(3, 512)
     path = tmp_path / "tampered.safetensors"
-    save_file(state, path, metadata={"cotsearch.spec": model.spec.model_dump_json()})
+    save_file(state, path, metadata={"cotsearch.spec": model.spec.model_dump_json(), "cotsearch.format_version": "1"})
     with pytest.raises(cotsearch.ModelFileError, match=r"fc.weight has shape \(3, 512\)"):
         cotsearch.load_model(path)
     del state["fc.weight"]
-    save_file(state, path, metadata={"cotsearch.spec": model.spec.model_dump_json()})
+    save_file(state, path, metadata={"cotsearch.spec": model.spec.model_dump_json(), "cotsearch.format_version": "1"})
     with pytest.raises(cotsearch.ModelFileError, match="missing"):
         cotsearch.load_model(path)
 
@@ -73,7 +74,7 @@ def test_invalid_embedded_spec_is_refused(trained_tiny, tmp_path):
     bad["stages"][0]["depth"] = 0
     path = tmp_path / "bad.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path,
-              metadata={"cotsearch.spec": json.dumps(bad)})
+              metadata={"cotsearch.spec": json.dumps(bad), "cotsearch.format_version": "1"})
     with pytest.raises(cotsearch.ModelFileError, match="stages.0.depth"):
         cotsearch.load_model(path)
 

@@ -6,7 +6,8 @@ import torch
 from official import VARIANTS, fill_official, official_cot_forward, official_layouts, official_outputs
 
 import cotsearch
-from cotsearch.layers import CoTLayer
+from cotsearch.nn.layers import CoTLayer
+from helpers import preset_model
 
 PAPER_PARAMS = {
     "cotnet50": 22_222_416, "cotnext50_2x48d": 30_046_276, "se_cotnetd_50": 23_107_784,
@@ -17,7 +18,7 @@ PAPER_PARAMS = {
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_params_and_layout_match_official(variant):
-    model = cotsearch.build_model(variant)
+    model = preset_model(variant)
     assert sum(p.numel() for p in model.parameters()) == PAPER_PARAMS[variant]
     assert official_layouts()[variant]["params"] == PAPER_PARAMS[variant]
     ours = [[k, list(v.shape)] for k, v in model.state_dict().items()]

@@ -14,39 +14,9 @@ import pytest
 
 import cotsearch
 from cotsearch.search.records import open_study, records
+from helpers import rows, tune, write_space
 
 pytestmark = pytest.mark.slow
-
-SPACE = """
-name: small
-base: cotnet_tiny
-params:
-  stages.1.blocks: {{choice: [cot, conv, [cot, conv]]}}
-  stages.2.blocks: {{choice: [cot, conv, se_conv]}}
-  se_ratio: {{choice: [0.0, 0.25]}}
-budgets: {{max_macs: 28.0e+6}}
-train: {{data: "fashion-mnist:{data}", epochs: 1, val_size: 100, batch_size: 50{train_extra}}}
-search: {{trials: {trials}, seed: 0, cpus_per_trial: 1, grace_period: 1{search_extra}}}
-"""
-
-
-
-
-def write_space(tmp_path, fake_fmnist, trials=3, train_extra="", search_extra=""):
-    path = tmp_path / "space.yaml"
-    path.write_text(SPACE.format(data=fake_fmnist, trials=trials, train_extra=train_extra, search_extra=search_extra))
-    return path
-
-
-def tune(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "cotsearch.cli", "tune", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
-
-
-def rows(run_dir):
-    with open(run_dir / "trials.csv") as f:
-        return list(csv.DictReader(f))
-
 
 def test_small_search_writes_every_output(tmp_path, fake_fmnist):
     run_dir = tmp_path / "run"
@@ -81,7 +51,7 @@ def test_small_search_writes_every_output(tmp_path, fake_fmnist):
 
 
 def estimate_macs(model):
-    from cotsearch.cost import estimate_cost
+    from cotsearch.cost.analytic import estimate_cost
 
     return estimate_cost(model.spec).macs
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
-from strategies import valid_specs
 
 import cotsearch
-from cotsearch.spec_io import load_spec, spec_from_data
+from helpers import valid_specs
+from cotsearch.arch.load import load_spec, spec_from_data
 
 BASE = {
     "in_chans": 1, "num_classes": 10, "input_size": 28,

@@ -10,22 +10,22 @@ import time
 import pytest
 import torch
 
-from cotsearch.data import load_data
-from cotsearch.train import TrainConfig, TrainingDiverged, model_for_data, train
-
-
+from cotsearch.data.load import load_data
+from cotsearch.train.config import TrainConfig
+from cotsearch.train.loop import TrainingDiverged, train
+from helpers import model_for
 
 
 def run_once(folder, **overrides):
     data = load_data(f"fashion-mnist:{folder}", val_size=100)
     config = TrainConfig(epochs=2, batch_size=50, device="cpu", **overrides)
-    model = model_for_data("cotnet_tiny", data, seed=config.seed)
+    model = model_for("cotnet_tiny", data, seed=config.seed)
     return model, train(model, data, config)
 
 
 def test_learns_the_visible_classes(fake_fmnist):
     data = load_data(f"fashion-mnist:{fake_fmnist}", val_size=100)
-    result = train(model_for_data("cotnet_tiny", data), data, TrainConfig(epochs=4, batch_size=20))
+    result = train(model_for("cotnet_tiny", data), data, TrainConfig(epochs=4, batch_size=20))
     assert result.history[-1].train_loss < result.history[0].train_loss
     assert result.test_top1 > 0.5  # ten classes: chance is 0.1
     assert result.train_images_per_s > 0
@@ -42,14 +42,14 @@ def test_same_seed_same_result_on_cpu(fake_fmnist):
 
 def test_callback_stops_the_run(fake_fmnist):
     data = load_data(f"fashion-mnist:{fake_fmnist}", val_size=100)
-    model = model_for_data("cotnet_tiny", data)
+    model = model_for("cotnet_tiny", data)
     result = train(model, data, TrainConfig(epochs=3, batch_size=50), on_epoch=lambda m: m.epoch == 1, test=False)
     assert len(result.history) == 1 and result.stopped_early and result.test_top1 is None
 
 
 def test_nan_loss_raises(fake_fmnist):
     data = load_data(f"fashion-mnist:{fake_fmnist}", val_size=100)
-    model = model_for_data("cotnet_tiny", data)
+    model = model_for("cotnet_tiny", data)
     with torch.no_grad():
         model.fc.weight.fill_(float("nan"))
     with pytest.raises(TrainingDiverged, match="loss is nan at epoch 1, step 1"):
@@ -60,7 +60,7 @@ def test_sgd_and_checkpoint_round_trip_in_process(fake_fmnist, tmp_path):
     ckpt = tmp_path / "ckpt.safetensors"
     data = load_data(f"fashion-mnist:{fake_fmnist}", val_size=100)
     config = TrainConfig(epochs=2, batch_size=50, opt="sgd")
-    full = train(model_for_data("cotnet_tiny", data), data, config)
+    full = train(model_for("cotnet_tiny", data), data, config)
 
     class Killed(Exception):
         pass
@@ -70,8 +70,8 @@ def test_sgd_and_checkpoint_round_trip_in_process(fake_fmnist, tmp_path):
             raise Killed
 
     with pytest.raises(Killed):
-        train(model_for_data("cotnet_tiny", data), data, config, on_epoch=die_after_first, checkpoint=ckpt)
-    resumed = train(model_for_data("cotnet_tiny", data), data, config, checkpoint=ckpt)
+        train(model_for("cotnet_tiny", data), data, config, on_epoch=die_after_first, checkpoint=ckpt)
+    resumed = train(model_for("cotnet_tiny", data), data, config, checkpoint=ckpt)
     assert resumed.resumed_from_epoch == 1
     assert [e.val_top1 for e in resumed.history] == [e.val_top1 for e in full.history]
     assert resumed.test_top1 == full.test_top1

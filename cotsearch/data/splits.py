@@ -7,12 +7,14 @@ through torchvision's ImageFolder and timm's transforms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from cotsearch.data.shape import DataShape
 
 SPLIT_SEED = 0  # the validation split and train subsets are the same for every run
 
@@ -125,7 +127,10 @@ class DataSplits:
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    info: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> DataShape:
+        return DataShape(self.in_chans, self.num_classes, self.input_size)
 
     def describe(self) -> str:
         return (f"{self.name}: {len(self.train)} train / {len(self.val)} val / {len(self.test)} test, "

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from cotsearch.search.records import TrialRecord  # noqa: E402
+from cotsearch.files import save_figure
+from cotsearch.search.records import TrialRecord
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -25,7 +23,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 def plot_pareto(rows: list[TrialRecord], references: list[dict], path: Path, budgets: dict) -> None:
     axes_spec = [("macs", "MACs (M)", 1e-6, budgets.get("max_macs")), ("latency_ms", "latency (ms)", 1.0, budgets.get("max_latency_ms"))]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig = Figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2)
     for ax, (key, label, scale, limit) in zip(axes, axes_spec):
         trained = [r for r in rows if r.trained and getattr(r, key) is not None]
         infeasible = [r for r in rows if r.state == "infeasible" and getattr(r, key) is not None]
@@ -50,7 +49,4 @@ def plot_pareto(rows: list[TrialRecord], references: list[dict], path: Path, bud
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

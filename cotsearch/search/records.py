@@ -6,16 +6,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 
-from cotsearch.atomic import atomic_write_bytes, atomic_write_text
+from cotsearch.files import atomic_write_bytes, atomic_write_text
 from cotsearch.errors import CotsearchError
 
 STUDY_NAME = "cotsearch"
+TRAINED_STATES = ("complete", "stopped")  # "stopped": ended early by ASHA
+INTERRUPTED = "the search was stopped while it ran"
+FAILURE_NOTE = "failure.txt"  # a trial's reason for failing, left where its worker could not report it
 
 COLUMNS = ["trial", "state", "val_top1", "epochs", "macs", "macs_conv", "params", "latency_ms", "spec_hash",
            "duration_s", "node", "gpu_ids", "reason"]
@@ -26,7 +28,7 @@ def trial_dir(run_dir: str | Path, number: int | str) -> Path:
     return Path(run_dir) / "trials" / (f"{number:04d}" if isinstance(number, int) else str(number))
 
 
-def storage_for(run_dir: Path) -> optuna.storages.RDBStorage:
+def study_storage(run_dir: Path) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(f"sqlite:///{run_dir.resolve() / 'study.db'}",
                                       engine_kwargs={"connect_args": {"timeout": 60}})
 
@@ -34,7 +36,7 @@ def storage_for(run_dir: Path) -> optuna.storages.RDBStorage:
 def open_study(run_dir: Path, must_exist: bool = False) -> optuna.Study:
     if must_exist and not (run_dir / "study.db").exists():
         raise CotsearchError(f"{run_dir}: not a cotsearch run directory (it has no study.db)")
-    return optuna.load_study(study_name=STUDY_NAME, storage=storage_for(run_dir))
+    return optuna.load_study(study_name=STUDY_NAME, storage=study_storage(run_dir))
 
 
 @dataclass
@@ -57,18 +59,22 @@ class TrialRecord:
 
     @property
     def trained(self) -> bool:
-        return self.state in ("complete", "stopped")
+        return self.state in TRAINED_STATES
 
 
 def records(study: optuna.Study) -> list[TrialRecord]:
     out = []
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
-        state = a.get("state") or ("running" if t.state == optuna.trial.TrialState.RUNNING else t.state.name.lower())
+        state, reason = a.get("state"), a.get("reason")
+        if state is None:  # told failed without a record of ours: stopped by Ctrl-C or a kill
+            interrupted = t.state == optuna.trial.TrialState.FAIL
+            state = "interrupted" if interrupted else t.state.name.lower()
+            reason = INTERRUPTED if interrupted else reason
         out.append(TrialRecord(
-            t.number, state, json.loads(a.get("sampled", "{}")), a.get("val_top1") if state in ("complete", "stopped") else None,
+            t.number, state, json.loads(a.get("sampled", "{}")), a.get("val_top1") if state in TRAINED_STATES else None,
             a.get("epoch"), a.get("macs"), a.get("macs_conv"), a.get("params_count"), a.get("latency_ms"),
-            a.get("spec_hash"), a.get("duration_s"), a.get("node"), a.get("gpu_ids"), a.get("reason"), a.get("spec"),
+            a.get("spec_hash"), a.get("duration_s"), a.get("node"), a.get("gpu_ids"), reason, a.get("spec"),
         ))
     return out
 
@@ -120,6 +126,5 @@ def copy_best(run_dir: Path, record: TrialRecord) -> Path:
     for name in ("spec.yaml", "model.safetensors"):
         src = trial_dir(run_dir, record.trial) / name
         if src.exists():
-            shutil.copyfile(src, best / f".{name}.tmp")
-            (best / f".{name}.tmp").replace(best / name)
+            atomic_write_bytes(best / name, src.read_bytes())
     return best

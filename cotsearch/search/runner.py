@@ -20,22 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from rich.console import Console
+from rich.table import Table
 
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Ray tables; our own progress lines
-import ray  # noqa: E402
-from ray import tune  # noqa: E402
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from cotsearch.atomic import atomic_write_text  # noqa: E402
-from cotsearch.errors import CotsearchError  # noqa: E402
-from cotsearch.search.records import best_record, copy_best, open_study, records, storage_for, write_trials_csv
-from cotsearch.search.searcher import BudgetedOptunaSearch, finished_trials, mark_interrupted  # noqa: E402
-from cotsearch.search.space import SearchSpace, trial_input_size  # noqa: E402
-from cotsearch.search.trial import run_trial  # noqa: E402
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+from cotsearch.arch.load import load_spec
+from cotsearch.cost.analytic import estimate_cost
+from cotsearch.errors import CotsearchError
+from cotsearch.files import atomic_write_text
+from cotsearch.search.records import best_record, copy_best, open_study, records, write_trials_csv
+from cotsearch.search.searcher import StudySearcher, fail_interrupted, finished_trials, search_study
+from cotsearch.search.space import SearchSpace
+from cotsearch.search.trial import run_trial
 
 SPACE_FILE = "space.json"
 MIN_FREE_BYTES = 256 * 2**20
@@ -150,11 +148,16 @@ def _run_references(space: SearchSpace, run_dir: Path, trainable, console: Conso
     todo = [name for name in space.search.references if name not in {d["name"] for d in done}]
     if todo:
         console.print(f"training the reference presets {', '.join(todo)} with the same recipe")
-        tuner = tune.Tuner(trainable, param_space={"reference": tune.grid_search(todo)},
+        configs = []
+        for name in todo:  # fitted to the data and priced here, as the searched trials are
+            spec = space.data_shape().apply(load_spec(name))
+            configs.append({"number": f"ref-{name}", "name": name, "spec": spec.model_dump_json(),
+                            "cost": estimate_cost(spec).to_dict()})
+        tuner = tune.Tuner(trainable, param_space={"reference": tune.grid_search(configs)},
                            run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name="ray-references", verbose=0))
         for result in tuner.fit():
             m = result.metrics or {}
-            done.append({"name": result.config["reference"], "val_top1": m.get("val_top1"), "macs": m.get("macs"),
+            done.append({"name": result.config["reference"]["name"], "val_top1": m.get("val_top1"), "macs": m.get("macs"),
                          "params": m.get("params"), "latency_ms": m.get("latency_ms"), "epoch": m.get("epoch"),
                          "error": m.get("error")})
         atomic_write_text(path, json.dumps(done, indent=2))
@@ -164,16 +167,17 @@ def _run_references(space: SearchSpace, run_dir: Path, trainable, console: Conso
 def run_search(space: SearchSpace, run_dir: Path, resume: bool = False, address: str | None = None,
                console: Console | None = None) -> SearchOutcome:
     console = console or Console(stderr=True)
+    space.data_shape()  # a missing data set is reported now, before the run directory exists
     space = prepare_run_dir(space, run_dir, resume)
-    storage = storage_for(run_dir)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Ray tables; our own progress lines
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = search_study(space, run_dir)
+    if resume:
+        interrupted = fail_interrupted(study)
+        console.print(f"resuming {run_dir}: {finished_trials(study)} trials finished, {interrupted} interrupted (run again first)")
     started_ray = _init_ray(address, space)
     try:
-        searcher = BudgetedOptunaSearch(space, storage, str(run_dir.resolve()))
-        searcher.set_search_properties(None, None, {})  # creates or loads the study
-        study = searcher.study
-        if resume:
-            interrupted = mark_interrupted(study)
-            console.print(f"resuming {run_dir}: {finished_trials(study)} trials finished, {interrupted} interrupted (to run again)")
+        searcher = StudySearcher(space, study, str(run_dir.resolve()))
         remaining = space.search.trials - finished_trials(study)
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, space_json=space.model_dump_json(by_alias=True), run_dir=str(run_dir.resolve())),
@@ -267,10 +271,10 @@ def describe_choices(values: dict) -> str:
 
 def _test_best(space: SearchSpace, best_dir: Path) -> float:
     """The best model's top-1 on the test set: reported once, never used to choose."""
-    from cotsearch.data import load_data
-    from cotsearch.latency import resolve_device
-    from cotsearch.model_file import load_model
-    from cotsearch.train import evaluate
+    from cotsearch.cost.latency import resolve_device
+    from cotsearch.data.load import load_data
+    from cotsearch.export.model_file import load_model
+    from cotsearch.train.loop import evaluate
 
     recipe = space.train
     data = load_data(recipe.data, val_size=recipe.val_size, input_size=recipe.input_size)
@@ -279,6 +283,6 @@ def _test_best(space: SearchSpace, best_dir: Path) -> float:
     model = load_model(best_dir / "model.safetensors", device)
     _, top1 = evaluate(model, data.test, config, device)
     result = {"test_top1": top1, "test_images": len(data.test), "spec_hash": model.spec.spec_hash(),
-              "input_size": trial_input_size(space, model.spec)}
+              "input_size": model.spec.input_size}
     atomic_write_text(best_dir / "result.json", json.dumps(result, indent=2))
     return top1

@@ -1,45 +1,46 @@
-"""Ray Tune's OptunaSearch, with budgets checked before a trial exists.
+"""The searcher: a Ray Tune `Searcher` over an Optuna study it owns, on public APIs only
+(`study.ask` / `study.tell`, `Trial.set_constraint`, user attributes).
 
-Every sample is priced analytically in `suggest`. One that breaks a budget (or is not a
-valid spec) is told to Optuna at once, as a finished trial with its constraint values, so
-the sampler learns to avoid that region; Ray never sees it, so it costs milliseconds, not a
-worker. Trial outcomes (metrics, failures and their reasons, the node) are kept as the
-Optuna trials' user attributes, so the study in the run directory is the one record of the
-search, and a resumed search continues it.
+Every sample is priced analytically in `suggest`. One that breaks a budget, is not a valid
+spec, or repeats a spec this run already trained is told to Optuna at once (the sampler
+learns from it) and never reaches Ray: it costs milliseconds, not a worker. A feasible one
+goes to Ray with its spec fixed here, once: the worker trains exactly that spec. Outcomes
+(metrics, failures and their reasons, the node) are the Optuna trials' user attributes, so
+the study in the run directory is the one record of the search, and a resumed search
+continues it.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
 
 from cotsearch.errors import CotsearchError
-from cotsearch.search.records import STUDY_NAME, trial_dir
+from cotsearch.search.records import FAILURE_NOTE, STUDY_NAME, TRAINED_STATES, open_study, study_storage, trial_dir
 from cotsearch.search.space import SearchSpace, price
 
+# What a trial's worker reports and the study keeps of it.
+RESULT_ATTRS = ("val_top1", "epoch", "latency_ms", "node", "gpu_ids", "error", "duration_s", "train_loss",
+                "trial_started_at")
 
-def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
-    """Seeded; TPE and NSGA-II read the budgets from each trial's constraints (set_constraint)."""
+
+def make_sampler(space: SearchSpace, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """Seeded; TPE and NSGA-II read the budgets from each trial's constraints. `offset` (the
+    trials already in a resumed study) moves the seed on, so a resumed search draws new
+    samples instead of replaying the first ones."""
     name = space.search.sampler or ("tpe" if len(space.objectives) == 1 else "nsga2")
-    seed = space.search.seed
+    seed = space.search.seed + offset
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, space.search.trials))
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, space.search.trials // 2)))
     return optuna.samplers.RandomSampler(seed=seed)
-
-
-def set_constraints(trial: optuna.Trial, space: SearchSpace, values: list[float], skip_latency: bool) -> None:
-    """Each budget as an Optuna constraint (<= 0 within budget); the latency one only once
-    it is measured, on the trial's device."""
-    for name, value in zip(space.budgets.names(), values):
-        if not (skip_latency and name == "max_latency_ms"):
-            trial.set_constraint(name, value)
 
 
 def worst_values(space: SearchSpace, macs: float | None, params: float | None,
@@ -50,104 +51,133 @@ def worst_values(space: SearchSpace, macs: float | None, params: float | None,
     return [float("inf") if known[m] is None else known[m] for m in space.metric_names]
 
 
-class BudgetedOptunaSearch(OptunaSearch):
-    def __init__(self, space: SearchSpace, storage: optuna.storages.BaseStorage, run_dir: str):
-        self.space, self.run_dir = space, run_dir
-        metrics, modes = space.metric_names, space.modes
-        super().__init__(
-            space=self._define_by_run,
-            metric=metrics if len(metrics) > 1 else metrics[0],
-            mode=modes if len(modes) > 1 else modes[0],
-            sampler=make_sampler(space),
-            storage=storage,
-            study_name=STUDY_NAME,
-        )
+def result_values(space: SearchSpace, attrs: dict) -> list[float]:
+    """A trained trial's objective values, from its record."""
+    known = {"val_top1": attrs.get("val_top1", 0.0), "macs": attrs.get("macs"), "params": attrs.get("params_count"),
+             "latency_ms": attrs.get("latency_ms")}
+    return [float("inf") if known[m] is None else float(known[m]) for m in space.metric_names]
 
-    def _define_by_run(self, trial) -> None:
-        self.space.sample(trial)
 
-    @property
-    def study(self) -> optuna.Study:
-        return self._ot_study
+def search_study(space: SearchSpace, run_dir: Path) -> optuna.Study:
+    """The run directory's study, created on a first run and loaded on a resumed one, with
+    the space's sampler (seeded past the trials already asked, see make_sampler)."""
+    storage = study_storage(run_dir)
+    exists = STUDY_NAME in optuna.get_all_study_names(storage)
+    asked = len(optuna.load_study(study_name=STUDY_NAME, storage=storage).trials) if exists else 0
+    return optuna.create_study(storage=storage, study_name=STUDY_NAME, sampler=make_sampler(space, asked),
+                               directions=[o.direction for o in space.objectives], load_if_exists=True)
+
+
+class StudySearcher(Searcher):
+    """Asks the study for samples, prices them, and tells it every outcome."""
+
+    def __init__(self, space: SearchSpace, study: optuna.Study, run_dir: str):
+        super().__init__(metric="val_top1", mode="max")
+        self.space, self.study, self.run_dir = space, study, run_dir
+        self.live: dict[str, optuna.Trial] = {}  # Ray trial id -> its Optuna trial, while it runs
+
+    def __getstate__(self) -> dict:
+        # Ray pickles the Tuner's arguments; the study (an open database) is reopened by the driver.
+        return {k: v for k, v in self.__dict__.items() if k not in ("study", "live")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.study, self.live = open_study(Path(self.run_dir)), {}
+
+    def trained_specs(self) -> dict[str, optuna.trial.FrozenTrial]:
+        """Spec hash -> the trial that trained it (complete or stopped by ASHA) in this run."""
+        return {t.user_attrs["spec_hash"]: t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.user_attrs.get("state") in TRAINED_STATES and "spec_hash" in t.user_attrs}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        trained = self.trained_specs()
         for _ in range(self.space.search.max_infeasible):
-            sampled = super().suggest(trial_id)
-            ot_trial = self._ot_trials[trial_id]
+            trial = self.study.ask()
+            sampled = self.space.sample(trial)
             started = time.perf_counter()
             spec, cost, constraints, reason = price(self.space, sampled)
             attrs = {"sampled": json.dumps(sampled), "constraints": constraints,
-                     "price_ms": (time.perf_counter() - started) * 1e3,
-                     "started_at": time.time()}
+                     "price_ms": (time.perf_counter() - started) * 1e3, "started_at": time.time()}
             if spec is not None:
                 attrs.update(spec_hash=spec.spec_hash(), spec=spec.model_dump_json(), params_count=cost.params,
                              macs=cost.macs, macs_conv=cost.macs_conv)
             for key, value in attrs.items():
-                ot_trial.set_user_attr(key, value)
-            set_constraints(ot_trial, self.space, constraints, skip_latency=reason is None)
+                trial.set_user_attr(key, value)
+            for name, value in zip(self.space.budgets.names(), constraints):
+                if not (reason is None and name == "max_latency_ms"):  # measured on the trial's device
+                    trial.set_constraint(name, value)
+            if reason is None and spec.spec_hash() in trained:
+                # The sampler asked for a network this run already trained: tell it that
+                # result again rather than spend a worker on it.
+                earlier = trained[spec.spec_hash()]
+                trial.set_user_attr("state", "duplicate")
+                trial.set_user_attr("reason", f"same spec as trial {earlier.number}")
+                trial.set_user_attr("val_top1", earlier.user_attrs.get("val_top1"))
+                self.study.tell(trial, result_values(self.space, earlier.user_attrs))
+                continue
             if reason is None:
-                ot_trial.set_user_attr("on_ray", True)
-                return {"sampled": sampled, "number": ot_trial.number}
-            ot_trial.set_user_attr("state", "infeasible")
-            ot_trial.set_user_attr("reason", reason)
-            self._ot_study.tell(ot_trial, worst_values(self.space, cost and cost.macs, cost and cost.params))
-            del self._ot_trials[trial_id]
-        raise CotsearchError(f"{self.space.search.max_infeasible} samples in a row broke the budgets or were invalid; "
-                             "loosen the budgets or narrow the space")
+                trial.set_user_attr("on_ray", True)
+                self.live[trial_id] = trial
+                return {"number": trial.number, "spec": spec.model_dump_json(), "cost": cost.to_dict()}
+            trial.set_user_attr("state", "infeasible")
+            trial.set_user_attr("reason", reason)
+            self.study.tell(trial, worst_values(self.space, cost and cost.macs, cost and cost.params))
+        raise CotsearchError(f"{self.space.search.max_infeasible} samples in a row broke the budgets, were invalid "
+                             "or repeated trained specs; loosen the budgets or widen the space")
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if not result.get("failed") and not result.get("infeasible"):
-            super().on_trial_result(trial_id, result)
+        trial = self.live.get(trial_id)
+        if trial is not None and "val_top1" in result and not result.get("failed") and not result.get("infeasible"):
+            trial.set_user_attr("val_top1", result["val_top1"])
+            trial.set_user_attr("epoch", result.get("epoch"))
+            if len(self.space.objectives) == 1:  # the learning curve (Optuna keeps it for one objective only)
+                trial.report(result["val_top1"], result["epoch"])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None or trial_id in self._completed_trials:
+        trial = self.live.pop(trial_id, None)
+        if trial is None:
             return
         result = result or {}
-        for key in ("val_top1", "epoch", "latency_ms", "node", "gpu_ids", "error", "duration_s", "train_loss",
-                    "trial_started_at"):
+        for key in RESULT_ATTRS:
             if key in result:
-                ot_trial.set_user_attr(key, result[key])
+                trial.set_user_attr(key, result[key])
         if error or result.get("failed"):
             # A worker that died without reporting may have left its reason (a timeout) on disk.
-            note = trial_dir(self.run_dir, ot_trial.number) / "failure.txt"
+            note = trial_dir(self.run_dir, trial.number) / FAILURE_NOTE
             reason = result.get("error") or (note.read_text().strip() if note.exists() else
                                              "the trial's worker raised or died (see Ray's log)")
-            ot_trial.set_user_attr("state", "failed")
-            ot_trial.set_user_attr("reason", reason)
-            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
-            self._completed_trials.add(trial_id)
+            trial.set_user_attr("state", "failed")
+            trial.set_user_attr("reason", reason)
+            self.study.tell(trial, state=TrialState.FAIL)
             return
-        if "latency_ms" in result and self.space.budgets.max_latency_ms is not None:
-            ot_trial.set_constraint("max_latency_ms", result["latency_ms"] / self.space.budgets.max_latency_ms - 1.0)
+        budget = self.space.budgets.max_latency_ms
+        if "latency_ms" in result and budget is not None:
+            trial.set_constraint("max_latency_ms", result["latency_ms"] / budget - 1.0)
         if result.get("infeasible"):
-            ot_trial.set_user_attr("state", "infeasible")
-            ot_trial.set_user_attr("reason", result["reason"])
-            ot_trial.set_user_attr("constraints", result["constraints"])
-            values = worst_values(self.space, result["macs"], result["params"], result.get("latency_ms"))
-            self._ot_study.tell(ot_trial, values)
-            self._completed_trials.add(trial_id)
+            trial.set_user_attr("state", "infeasible")
+            trial.set_user_attr("reason", result["reason"])
+            self.study.tell(trial, worst_values(self.space, result["macs"], result["params"], result.get("latency_ms")))
             return
         complete = result.get("epoch", 0) >= self.space.train.epochs
-        ot_trial.set_user_attr("state", "complete" if complete else "stopped")
-        super().on_trial_complete(trial_id, result, error)
+        trial.set_user_attr("state", "complete" if complete else "stopped")
+        self.study.tell(trial, result_values(self.space, {**trial.user_attrs, **result}))
 
 
-def mark_interrupted(study: optuna.Study) -> int:
-    """Trials left RUNNING by a killed driver: fail them (they will be run again, not
-    counted) and say so in their record."""
-    count = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        study._storage.set_trial_user_attr(trial._trial_id, "state", "interrupted")
-        study._storage.set_trial_user_attr(trial._trial_id, "reason", "the search was stopped while it ran")
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        count += 1
-    return count
+def fail_interrupted(study: optuna.Study) -> int:
+    """Trials left running by a stopped driver: told failed (their records read
+    "interrupted", see records.py), not counted, and queued to be asked again with the same
+    parameters, so a resumed search re-runs each of them first."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in running:
+        study.tell(trial.number, state=TrialState.FAIL)
+        if trial.user_attrs.get("on_ray"):
+            study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
+    return len(running)
 
 
 def finished_trials(study: optuna.Study) -> int:
     """Trials that count towards --trials: those Ray ran to an end (trained, stopped early,
     failed, or found over the latency budget on their device); not interrupted ones, nor
-    samples rejected by pricing."""
+    samples rejected by pricing, nor duplicates."""
     return sum(1 for t in study.get_trials(deepcopy=False)
                if t.user_attrs.get("on_ray") and t.user_attrs.get("state") in ("complete", "stopped", "failed", "infeasible"))

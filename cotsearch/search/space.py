@@ -16,11 +16,13 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from cotsearch.cost import CostReport, estimate_cost
+from cotsearch.cost.analytic import CostReport, estimate_cost
 from cotsearch.errors import SpecError
-from cotsearch.spec import BackboneSpec, StrictModel
-from cotsearch.spec_io import format_validation_error, load_spec, read_yaml
-from cotsearch.train import TrainConfig
+from cotsearch.arch.spec import BackboneSpec, StrictModel
+from cotsearch.arch.load import load_spec
+from cotsearch.arch.yaml_io import format_validation_error, read_yaml
+from cotsearch.data.shape import DataShape, data_shape
+from cotsearch.train.config import TrainConfig
 
 WIDTH_MULT = "width_mult"
 
@@ -53,7 +55,7 @@ class ParamSpec(StrictModel):
 
 
 class Budgets(StrictModel):
-    max_macs: float | None = Field(None, gt=0, description="the paper's MAC count (cotsearch.cost 'macs'), at the data's image size")
+    max_macs: float | None = Field(None, gt=0, description="the paper's MAC count (cotsearch.cost.analytic 'macs'), at the data's image size")
     max_params: float | None = Field(None, gt=0)
     max_latency_ms: float | None = Field(None, gt=0, description="inference latency on the trial's own device, measured before training")
     latency_batch_size: int = Field(1, ge=1)
@@ -143,8 +145,25 @@ class SearchSpace(StrictModel):
         return self.base if isinstance(self.base, BackboneSpec) else load_spec(self.base)
 
     def base_spec(self) -> BackboneSpec:
-        """The parsed base spec; read once, as every sample is priced from it."""
+        """The base spec as the space file gives it, read once."""
         return self._base_spec
+
+    @cached_property
+    def _data_shape(self) -> DataShape:
+        return data_shape(self.train.data, self.train.input_size)
+
+    def data_shape(self) -> DataShape:
+        """The trials' images and classes (DataError here, before any work, when the data is missing)."""
+        return self._data_shape
+
+    @cached_property
+    def _trial_base(self) -> BackboneSpec:
+        return self.data_shape().apply(self.base_spec())
+
+    def trial_base(self) -> BackboneSpec:
+        """The base spec fitted to the trials' data (channels, classes, image size). Every
+        sample derives from it, so the spec priced is the spec trained and recorded."""
+        return self._trial_base
 
     @property
     def metric_names(self) -> list[str]:
@@ -178,7 +197,7 @@ class SearchSpace(StrictModel):
 
     def spec_for(self, sampled: dict[str, Any]) -> BackboneSpec:
         """The spec of a sample (Optuna's encoded values); SpecError if the combination is invalid."""
-        spec = apply_params(self.base_spec(), self.decode(sampled))
+        spec = apply_params(self.trial_base(), self.decode(sampled))
         return spec.model_copy(update={"name": f"{self.name}-{spec.spec_hash()}"})
 
     def constraints(self, cost: CostReport | None, latency_ms: float | None = None) -> list[float]:
@@ -238,7 +257,7 @@ def apply_params(base: BackboneSpec, values: dict[str, Any]) -> BackboneSpec:
     try:
         return BackboneSpec.model_validate(data)
     except ValidationError as e:
-        raise SpecError(format_validation_error(e, "sampled spec")) from None
+        raise SpecError(format_validation_error(e, "sampled spec", BackboneSpec)) from None
 
 
 def load_space(path: str) -> SearchSpace:
@@ -257,18 +276,7 @@ def price(space: SearchSpace, sampled: dict[str, Any]) -> tuple[BackboneSpec | N
         spec = space.spec_for(sampled)
     except SpecError as e:
         return None, None, [1.0] * len(space.budgets.names()), f"invalid: {e}"
-    cost = estimate_cost(spec, trial_input_size(space, spec))
+    cost = estimate_cost(spec)
     constraints = space.constraints(cost)
     over = [f"{name} by {value:+.1%}" for name, value in zip(space.budgets.names(), constraints) if value > 0]
     return spec, cost, constraints, ("over budget: " + ", ".join(over)) if over else None
-
-
-def trial_input_size(space: SearchSpace, spec: BackboneSpec) -> int:
-    """Budgets are priced at the trials' image size: the data's (28 for the MNIST family,
-    32 for CIFAR) or the recipe's input_size for image folders."""
-    kind = space.train.data.split(":", 1)[0].lower()
-    if kind in ("fashion-mnist", "fashion_mnist", "mnist"):
-        return 28
-    if kind in ("cifar10", "cifar100"):
-        return 32
-    return space.train.input_size if kind == "folder" else spec.input_size

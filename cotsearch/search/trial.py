@@ -1,4 +1,4 @@
-"""One trial, as Ray Tune runs it on any node: build the sampled spec, check the latency
+"""One trial, as Ray Tune runs it on any node: build the spec the driver sent, check the latency
 budget on this device, train, report every epoch (ASHA may stop it there), and keep the
 weights of the last finished epoch in the run directory.
 
@@ -16,16 +16,16 @@ import ray
 import torch
 from ray import tune
 
-from cotsearch.atomic import atomic_write_text
-from cotsearch.cost import estimate_cost
-from cotsearch.data import load_data
-from cotsearch.latency import measure_latency, resolve_device
-from cotsearch.memory import check_fits
-from cotsearch.model_file import save_model
-from cotsearch.search.records import trial_dir
+from cotsearch.arch.spec import BackboneSpec
+from cotsearch.cost.analytic import CostReport
+from cotsearch.cost.latency import measure_latency, resolve_device
+from cotsearch.cost.memory import check_fits
+from cotsearch.data.load import load_data
+from cotsearch.export.model_file import save_model
+from cotsearch.files import atomic_write_text
+from cotsearch.search.records import FAILURE_NOTE, trial_dir
 from cotsearch.search.space import SearchSpace
-from cotsearch.spec_io import dump_yaml, load_spec
-from cotsearch.train import model_for_data, train
+from cotsearch.train.loop import init_model, train
 
 _DATA_CACHE: dict = {}  # one load per worker process, reused by its later trials
 
@@ -44,7 +44,7 @@ def _start_watchdog(seconds: float, out) -> threading.Timer:
     """A hung trial cannot report; past its time limit it leaves its reason on disk and ends
     its worker process, which Ray records as a failed trial (the searcher reads the reason)."""
     def expire():
-        atomic_write_text(out / "failure.txt", f"timeout: still running after the trial_timeout_s of {seconds:g} s")
+        atomic_write_text(out / FAILURE_NOTE, f"timeout: still running after the trial_timeout_s of {seconds:g} s")
         os._exit(1)
 
     timer = threading.Timer(seconds, expire)
@@ -54,16 +54,17 @@ def _start_watchdog(seconds: float, out) -> threading.Timer:
 
 
 def run_trial(config: dict, space_json: str, run_dir: str) -> None:
+    """Train the spec the driver fixed for this trial (`config["spec"]`, already fitted to
+    the data and priced as `config["cost"]`): nothing here re-derives it."""
     space = SearchSpace.model_validate_json(space_json)
     started = time.time()
     torch.set_num_threads(max(1, int(space.search.cpus_per_trial)))
-    if "reference" in config:  # a preset trained with the same recipe, for comparison
-        spec, number = load_spec(config["reference"]), f"ref-{config['reference']}"
-    else:
-        spec, number = space.spec_for(config["sampled"]), config["number"]
+    reference = "reference" in config  # a preset trained with the same recipe, for comparison
+    config = config["reference"] if reference else config  # references come as a grid over whole configs
+    spec, cost, number = BackboneSpec.model_validate_json(config["spec"]), CostReport.from_dict(config["cost"]), config["number"]
     out = trial_dir(run_dir, number)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "spec.yaml", dump_yaml(spec))
+    atomic_write_text(out / "spec.yaml", spec.to_yaml())
     node = f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:8]}"
     base = {"node": node, "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "number": str(number),
             "trial_started_at": started}
@@ -76,15 +77,14 @@ def run_trial(config: dict, space_json: str, run_dir: str) -> None:
         data = _data(space)
         config_train = space.train.train_config()
         device = resolve_device(config_train.device)
-        check_fits(spec, data.input_size, config_train.batch_size, device, training=True)
-        model = model_for_data(spec, data, seed=config_train.seed)
-        cost = estimate_cost(model.spec)
+        check_fits(spec.name or str(number), cost, config_train.batch_size, device, training=True)
+        model = init_model(spec, seed=config_train.seed)
         costs = {"macs": float(cost.macs), "params": float(cost.params)}
         # Every trial measures its latency on its own device (about a second): budgets,
         # objectives and the Pareto plot use it.
         latency = measure_latency(model, device, space.budgets.latency_batch_size, min_run_time=0.2).median_ms
         limit = space.budgets.max_latency_ms
-        if limit is not None and latency > limit and "reference" not in config:
+        if limit is not None and latency > limit and not reference:
             report({"infeasible": True, "reason": f"over budget: latency {latency:.2f} ms > {limit} ms on {device}",
                     "constraints": space.constraints(cost, latency), "latency_ms": latency, **costs,
                     "val_top1": 0.0, "epoch": 0})

@@ -23,8 +23,8 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parents[1] / "benchmarks"))
 from common import describe_machine  # noqa: E402
 
-from cotsearch.data import load_data  # noqa: E402
-from cotsearch.train import TrainConfig, evaluate, model_for_data, train  # noqa: E402
+from cotsearch.data.load import load_data  # noqa: E402
+from cotsearch.train.loop import TrainConfig, evaluate, model_for_data, train  # noqa: E402
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import math
 import torch
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula
 
-from cotsearch.layers import aggregation
+from cotsearch.nn.layers import aggregation
 
 
 @torch.library.custom_op("cotsearch::local_aggregate", mutates_args=())

@@ -1,5 +1,5 @@
-"""Atomic file writes: a temporary file in the same folder, then a rename, so a reader
-(or a crash) never sees half a file."""
+"""Files written whole or not at all: a temporary file in the same folder, then a rename,
+so a reader (or a crash) never sees half a file."""
 
 from __future__ import annotations
 
@@ -25,3 +25,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
+    """A matplotlib figure written atomically as PNG. Built as a plain `Figure` (not through
+    pyplot), it needs no GUI backend and no global backend switch."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    atomic_write_bytes(path, buffer.getvalue())
+

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load as load_safetensors
+from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 
-from cotsearch.atomic import atomic_write_bytes
+from cotsearch.files import atomic_write_bytes
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
@@ -32,9 +32,9 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore model and optimizer in place; return the saved state dict."""
-    data = Path(path).read_bytes()
-    tensors = load_safetensors(data)
-    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata()
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
     model.load_state_dict({k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")})
     device = next(model.parameters()).device
     state: dict[int, dict[str, Any]] = {}

@@ -6,21 +6,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cotsearch.complexity import Complexity
-
-
-def gate_channels(channels: int, groups: int, reduction: int, min_chs: int) -> int:
-    attn_chs = max(channels // reduction, min_chs)
-    return attn_chs + (-attn_chs % groups)  # a grouped 1x1 needs a multiple of groups
+from cotsearch.arch.plan import SEConvPlan
 
 
 class SEConv(nn.Module):
     """conv 3x3 -> BN -> SiLU, gated by sigmoid(fc2(SiLU(BN(fc1(mean))))). Module names
     follow the official `SplitAttnConv2d`: conv, bn0, fc1, bn1, fc2."""
 
-    def __init__(self, channels: int, stride: int = 1, groups: int = 1, reduction: int = 4, min_chs: int = 32):
+    def __init__(self, plan: SEConvPlan):
         super().__init__()
-        attn_chs = gate_channels(channels, groups, reduction, min_chs)
+        channels, stride, groups, attn_chs = plan.channels, plan.stride, plan.groups, plan.attn_chs
         self.conv = nn.Conv2d(channels, channels, 3, stride, padding=1, groups=groups, bias=False)
         self.bn0 = nn.BatchNorm2d(channels)
         self.act0 = nn.SiLU(inplace=True)
@@ -28,17 +23,6 @@ class SEConv(nn.Module):
         self.bn1 = nn.BatchNorm2d(attn_chs)
         self.act1 = nn.SiLU(inplace=True)
         self.fc2 = nn.Conv2d(attn_chs, channels, 1, groups=groups)
-
-    @staticmethod
-    def complexity(cx: Complexity, channels: int, stride: int = 1, groups: int = 1, reduction: int = 4,
-                   min_chs: int = 32) -> Complexity:
-        cx.conv(channels, channels, 3, stride, groups).norm(channels).act(channels)
-        gate = cx.branch()  # the gate's MLP runs on the pooled 1x1 map
-        gate.h = gate.w = 1
-        attn_chs = gate_channels(channels, groups, reduction, min_chs)
-        gate.conv(channels, attn_chs, 1, groups=groups, bias=True).norm(attn_chs).act(attn_chs)
-        gate.conv(attn_chs, channels, 1, groups=groups, bias=True).act(channels)  # fc2, sigmoid
-        return cx.add(gate)
 
     def conv_bn_pairs(self) -> list[tuple[str, str]]:
         """Convs whose output goes straight into a BN (for cotsearch.optimize_for_inference)."""

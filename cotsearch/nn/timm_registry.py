@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from timm.models import build_model_with_cfg, register_model
 
-from cotsearch.model import CoTNet, default_cfg
-from cotsearch.spec_io import list_presets, load_spec
+from cotsearch.nn.model import CoTNet, default_cfg
+from cotsearch.arch.load import list_presets, load_spec
 
 default_cfgs: dict[str, dict] = {}  # read by timm's register_model
 

@@ -1,9 +1,8 @@
-"""Reading and writing specs: YAML files, shipped presets, and one-line errors."""
+"""YAML documents read safely, and Pydantic errors as the one-line messages users see."""
 
 from __future__ import annotations
 
 import difflib
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,6 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from cotsearch.errors import SpecError
-from cotsearch.spec import BackboneSpec
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few KB; anything this large is not one
 
@@ -38,7 +36,7 @@ def _type_args(annotation) -> list:
     return out
 
 
-def format_validation_error(err: ValidationError, source: str, model: type[BaseModel] = BackboneSpec) -> str:
+def format_validation_error(err: ValidationError, source: str, model: type[BaseModel]) -> str:
     """Pydantic's errors as one line: 'source: field.path: what was expected; ...'."""
     vocabulary = sorted(_field_names(model))
     parts = []
@@ -95,38 +93,3 @@ def parse_yaml(text: str, source: str) -> Any:
         raise SpecError(f"{source}: invalid YAML{where}: {e.problem or e.context}") from None
     except (yaml.YAMLError, RecursionError) as e:
         raise SpecError(f"{source}: invalid YAML: {type(e).__name__}") from None
-
-
-def spec_from_data(data: Any, source: str) -> BackboneSpec:
-    if not isinstance(data, dict):
-        raise SpecError(f"{source}: expected a mapping of spec fields (stem, stages, ...), got {type(data).__name__}")
-    try:
-        return BackboneSpec.model_validate(data)
-    except ValidationError as e:
-        raise SpecError(format_validation_error(e, source)) from None
-    except RecursionError:
-        raise SpecError(f"{source}: document is nested too deeply") from None
-
-
-def list_presets() -> list[str]:
-    folder = resources.files("cotsearch") / "presets"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
-def load_spec(name_or_path: str | Path) -> BackboneSpec:
-    """A preset by name (`cotnet50`) or a spec from a YAML file."""
-    text = str(name_or_path)
-    if text in list_presets():
-        preset = resources.files("cotsearch") / "presets" / f"{text}.yaml"
-        return spec_from_data(parse_yaml(preset.read_text(), f"preset {text}"), f"preset {text}")
-    path = Path(name_or_path)
-    if path.exists() or path.suffix in (".yaml", ".yml"):
-        return spec_from_data(read_yaml(path), str(path))
-    guess = difflib.get_close_matches(text, list_presets(), n=1)
-    hint = f"did you mean {guess[0]!r}? " if guess else ""
-    raise SpecError(f"{text}: no such preset or file; {hint}presets: {', '.join(list_presets())}")
-
-
-def dump_yaml(spec: BackboneSpec) -> str:
-    """Every field written out, defaults included: the file alone fixes the network."""
-    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

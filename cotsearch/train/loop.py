@@ -2,7 +2,7 @@
 smoothing, optional mixup / cutmix, AMP on GPU, channels_last, per-epoch validation
 with a callback that can stop the run, and checkpoints that resume exactly.
 
-Runs are reproducible on CPU: the initial weights come from the seed (model_for_data), and
+Runs are reproducible on CPU: the initial weights come from the seed (init_model), and
 every epoch reseeds torch's, NumPy's and Python's global RNGs (dropout, drop path, mixup)
 and the data order / augmentation from (seed, epoch), so the same seed gives the same
 numbers, and a resumed run continues as if it had never stopped.
@@ -10,61 +10,28 @@ numbers, and a resumed run continues as if it had never stopped.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from timm.data import Mixup
+from timm.data.mixup import mixup_target
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
-from cotsearch.checkpoint import load_checkpoint, save_checkpoint
-from cotsearch.data import DataSplits
-from cotsearch.latency import resolve_device
-from cotsearch.model import CoTNet, build_model
-from cotsearch.spec import BackboneSpec
-
-
-class TrainConfig(BaseModel):
-    """A training recipe. Defaults suit the small-image proxies of a search."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = Field(3, ge=1, le=10_000)
-    batch_size: int = Field(64, ge=1, le=65_536)
-    lr: float | None = Field(None, gt=0, description="peak learning rate; null: 4e-3 for adamw, 0.1 for sgd")
-    opt: Literal["adamw", "sgd"] = Field("adamw", description="adamw, or sgd: SGD with Nesterov momentum 0.9")
-    weight_decay: float = Field(5e-5, ge=0, description="not applied to biases and norm weights")
-    warmup_epochs: int = Field(0, ge=0)
-    min_lr: float = Field(1e-5, ge=0)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    augment: bool = Field(False, description="random shifts and flips (in-memory sets) or timm's train transforms "
-                          "(image folders); off by default: it slows the few epochs of a proxy run")
-    mixup: float = Field(0.0, ge=0, description="mixup alpha; 0 = off")
-    cutmix: float = Field(0.0, ge=0, description="cutmix alpha; 0 = off")
-    amp: bool = Field(True, description="mixed precision (bf16 or fp16) on GPU; ignored on CPU")
-    channels_last: bool = Field(True, description="channels_last memory format: faster convolutions and their "
-                                "backward on CPU (oneDNN) and GPU; see benchmarks/speed.py")
-    seed: int = Field(0, ge=0)
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    eval_batch_size: int = Field(512, ge=1)
-
-    def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else (0.1 if self.opt == "sgd" else 4e-3)
-
-    def fingerprint(self) -> str:
-        """What must match for a checkpoint to be resumed (the device may change)."""
-        data = self.model_dump(exclude={"device", "eval_batch_size"})
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+from cotsearch.train.checkpoint import load_checkpoint, save_checkpoint
+from cotsearch.data.splits import DataSplits
+from cotsearch.errors import DataError
+from cotsearch.cost.latency import resolve_device
+from cotsearch.nn.model import CoTNet, build_model
+from cotsearch.arch.spec import BackboneSpec
+from cotsearch.train.config import TrainConfig
 
 
 class TrainingDiverged(RuntimeError):
@@ -122,12 +89,18 @@ def evaluate(model: torch.nn.Module, split, config: TrainConfig, device: torch.d
     return loss_sum / max(count, 1), correct / max(count, 1)
 
 
-def model_for_data(spec: BackboneSpec | str, data: DataSplits, seed: int = 0) -> CoTNet:
-    """The spec's network with the data set's channels, classes and image size, its
-    initial weights drawn from `seed` (so a run is reproducible from its start)."""
+def init_model(spec: BackboneSpec, seed: int = 0) -> CoTNet:
+    """The spec's network with its initial weights drawn from `seed` (so a run is
+    reproducible from its start). Fit the spec to the data first (`DataShape.apply`)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_model(spec, num_classes=data.num_classes, in_chans=data.in_chans, input_size=data.input_size)
+        return build_model(spec)
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """timm's AdamW, or SGD with Nesterov momentum 0.9; no weight decay on biases and norms."""
+    return create_optimizer_v2(model, opt="sgd" if config.opt == "sgd" else "adamw", lr=config.peak_lr(),
+                               weight_decay=config.weight_decay, momentum=0.9)
 
 
 def train(
@@ -142,12 +115,15 @@ def train(
     """Train `model` in place. `on_epoch(metrics)` returning True stops the run (a search's
     early stopping); `on_step(step, steps_per_epoch, loss)` drives progress bars;
     `checkpoint` is saved after every epoch and resumed from if it exists."""
+    if data.shape.apply(model.spec) != model.spec:
+        raise DataError(f"{data.name} has {data.shape}; the model was built for "
+                        f"{model.spec.in_chans}x{model.spec.input_size}x{model.spec.input_size} images, "
+                        f"{model.spec.num_classes} classes (fit its spec to the data with DataShape.apply)")
     device = resolve_device(config.device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     lr = config.peak_lr()
-    optimizer = create_optimizer_v2(model, opt="sgd" if config.opt == "sgd" else "adamw", lr=lr,
-                                    weight_decay=config.weight_decay, momentum=0.9)
+    optimizer = make_optimizer(model, config)
     steps = math.ceil(len(data.train) / config.batch_size)
     scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=config.epochs, min_lr=config.min_lr,
                                        warmup_epochs=config.warmup_epochs, warmup_lr=lr * 0.01,
@@ -170,8 +146,7 @@ def train(
             result.resumed_from_epoch = start_epoch
         else:  # another run's checkpoint: start afresh rather than mix the two
             model.init_weights(model.spec.zero_init_last)
-            optimizer = create_optimizer_v2(model, opt="sgd" if config.opt == "sgd" else "adamw", lr=lr,
-                                            weight_decay=config.weight_decay, momentum=0.9)
+            optimizer = make_optimizer(model, config)
 
     for epoch in range(start_epoch, config.epochs):
         epoch_seed = config.seed * 100_003 + epoch
@@ -183,12 +158,14 @@ def train(
         batches = data.train.batches(config.batch_size, shuffle=True, seed=epoch_seed, augment=config.augment)
         for step, (x, y) in enumerate(batches):
             x, y = x.to(device, memory_format=memory_format, non_blocking=True), y.to(device, non_blocking=True)
-            if mixup is not None and len(y) % 2 == 0:
-                x, target = mixup(x, y)
-            else:
-                target = y
+            target = y
+            if mixup is not None:
+                # timm's Mixup pairs images, so it needs an even batch; an odd last batch gets
+                # the same soft (smoothed one-hot) targets without mixing.
+                x, target = mixup(x, y) if len(y) % 2 == 0 else (
+                    x, mixup_target(y, data.num_classes, 1.0, config.label_smoothing))
             with _autocast(device, config.amp):
-                loss = loss_fn(model(x), target) if mixing or config.label_smoothing else loss_fn(model(x), y)
+                loss = loss_fn(model(x), target)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}")
             optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,7 @@
 """The CoT aggregation as Triton kernels for CUDA (forward, value gradient, attention
 gradient), used automatically for CUDA tensors when Triton is installed.
 
-Same definition as cotsearch.layers.aggregation: out[n, c, p] = sum_t attn[n, c % heads, t, p]
+Same definition as cotsearch.nn.layers.aggregation: out[n, c, p] = sum_t attn[n, c % heads, t, p]
 * values[n, c, p + offset_t], zero outside the image. Loads may be fp32, bf16 or fp16
 (values and attention can differ under autocast); every sum is accumulated in fp32 (fp64 for fp64
 inputs) and the results are stored in their input's dtype. Tests run these kernels on the CPU through

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
+from cotsearch.arch.load import load_spec
 from cotsearch.errors import CheckpointError
-from cotsearch.model import CoTNet, build_model, compare_state_dict
+from cotsearch.nn.model import CoTNet, build_model, compare_state_dict
 
 
 def read_checkpoint(path: str | Path, use_ema: bool = False) -> dict[str, torch.Tensor]:
@@ -50,7 +51,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], preset: str, source: str 
     num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else 0
     stem = state.get("conv1.weight", state.get("conv1.0.weight"))
     in_chans = stem.shape[1] if stem is not None else None
-    model = build_model(preset, num_classes=num_classes, in_chans=in_chans)
+    model = build_model(load_spec(preset), num_classes=num_classes, in_chans=in_chans)
     mismatch = compare_state_dict(model, state)
     if mismatch and mismatch.bad_shape:
         key, given, needed = mismatch.bad_shape

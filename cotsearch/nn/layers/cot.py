@@ -9,12 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cotsearch.complexity import Complexity
-from cotsearch.layers.aggregation import local_aggregate
-
-
-def fusion_channels(dim: int, fusion_reduction: int) -> int:
-    return max(dim * 2 // fusion_reduction, 32)
+from cotsearch.arch.plan import CoTPlan
+from cotsearch.nn.layers.aggregation import local_aggregate
 
 
 class CoTLayer(nn.Module):
@@ -26,21 +22,11 @@ class CoTLayer(nn.Module):
     fusion          out = a0 * K2 + a1 * K1, [a0, a1] = softmax(se(mean(K2 + K1)))
     """
 
-    def __init__(
-        self,
-        dim: int,
-        kernel_size: int = 3,
-        heads: int | None = None,
-        key_groups: int = 4,
-        attn_reduction: int = 2,
-        fusion_reduction: int = 4,
-        groups: int = 1,
-    ):
+    def __init__(self, plan: CoTPlan):
         super().__init__()
-        self.dim, self.kernel_size, self.groups = dim, kernel_size, groups
-        self.heads = heads if heads is not None else dim // 8
-        taps = kernel_size * kernel_size
-        hidden = dim // attn_reduction
+        dim, kernel_size, groups = plan.dim, plan.kernel_size, plan.groups
+        self.dim, self.kernel_size, self.groups, self.heads = dim, kernel_size, groups, plan.heads
+        key_groups, hidden, taps = plan.key_groups, plan.hidden, plan.taps
         self.key_embed = nn.Sequential(
             nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=key_groups, bias=False),
             nn.BatchNorm2d(dim),
@@ -56,29 +42,13 @@ class CoTLayer(nn.Module):
         self.conv1x1 = nn.Sequential(nn.Conv2d(dim, dim, 1, groups=groups, bias=False), nn.BatchNorm2d(dim))
         self.bn = nn.BatchNorm2d(dim)
         self.act = nn.SiLU(inplace=True)
-        fusion_chs = fusion_channels(dim, fusion_reduction)
+        fusion_chs = plan.fusion_chs
         self.se = nn.Sequential(
             nn.Conv2d(dim, fusion_chs, 1),
             nn.BatchNorm2d(fusion_chs),
             nn.ReLU(inplace=True),
             nn.Conv2d(fusion_chs, 2 * dim, 1),
         )
-
-    @staticmethod
-    def complexity(cx: Complexity, dim: int, kernel_size: int = 3, heads: int | None = None, key_groups: int = 4,
-                   attn_reduction: int = 2, fusion_reduction: int = 4, groups: int = 1) -> Complexity:
-        heads = heads if heads is not None else dim // 8
-        taps, hidden = kernel_size * kernel_size, dim // attn_reduction
-        cx.conv(dim, dim, kernel_size, groups=key_groups).norm(dim).act(dim)  # key_embed
-        cx.conv(2 * dim, hidden, 1, groups=groups).norm(hidden).act(hidden)  # embed
-        cx.conv(hidden, taps * heads, 1, groups=groups, bias=True).norm(taps * heads, counted=False)
-        cx.conv(dim, dim, 1, groups=groups).norm(dim)  # conv1x1 (values)
-        cx.aggregate(dim, kernel_size).norm(dim).act(dim)  # aggregation, bn, SiLU
-        fusion = cx.branch()  # the fusion's MLP runs on the pooled 1x1 map
-        fusion.h = fusion.w = 1
-        fusion_chs = fusion_channels(dim, fusion_reduction)
-        fusion.conv(dim, fusion_chs, 1, bias=True).norm(fusion_chs).act(fusion_chs).conv(fusion_chs, 2 * dim, 1, bias=True)
-        return cx.add(fusion)
 
     def query_key(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """CoT: queries then keys, as two blocks of channels."""
@@ -131,18 +101,9 @@ class CoTLayer(nn.Module):
 
 
 class CoXtLayer(CoTLayer):
-    """CoTNeXt's layer: CoT with cardinality `groups` (2 in the paper). The query-key
-    embedding, value conv and aggregation run per group; the key conv uses 4 * groups groups."""
-
-    def __init__(self, dim: int, kernel_size: int = 3, heads: int | None = None, key_groups: int | None = None,
-                 attn_reduction: int = 2, fusion_reduction: int = 4, groups: int = 2):
-        super().__init__(dim, kernel_size, heads, key_groups or 4 * groups, attn_reduction, fusion_reduction, groups)
-
-    @staticmethod
-    def complexity(cx: Complexity, dim: int, kernel_size: int = 3, heads: int | None = None, key_groups: int | None = None,
-                   attn_reduction: int = 2, fusion_reduction: int = 4, groups: int = 2) -> Complexity:
-        return CoTLayer.complexity(cx, dim, kernel_size, heads, key_groups or 4 * groups, attn_reduction,
-                                   fusion_reduction, groups)
+    """CoTNeXt's layer: CoT with cardinality `plan.groups` (2 in the paper). The query-key
+    embedding, value conv and aggregation run per group (the key conv's groups default to
+    4 * groups in the spec)."""
 
     def query_key(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """CoXt: queries and keys interleaved channel by channel (x0, k0, x1, k1, ...), so

@@ -11,15 +11,14 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import create_classifier, get_act_layer
 from torch import nn
 
-from cotsearch.blocks import Bottleneck
-from cotsearch.complexity import Complexity
-from cotsearch.spec import BackboneSpec, StemSpec
-from cotsearch.spec_io import load_spec
+from cotsearch.arch.plan import StemPlan, plan_network
+from cotsearch.arch.spec import BackboneSpec
+from cotsearch.nn.blocks import Bottleneck
 
 
-def make_stem(stem: StemSpec, in_chans: int, act_layer: type[nn.Module]) -> nn.Module:
+def make_stem(stem: StemPlan, act_layer: type[nn.Module]) -> nn.Module:
     """The stem's convolutions (its last BN and activation are the model's bn1 / act1)."""
-    w = stem.width
+    w, in_chans = stem.width, stem.in_chans
     if stem.type == "classic":
         return nn.Conv2d(in_chans, w, 7, stride=2, padding=3, bias=False)
     if stem.type == "small":
@@ -35,19 +34,6 @@ def make_stem(stem: StemSpec, in_chans: int, act_layer: type[nn.Module]) -> nn.M
     )
 
 
-def stem_complexity(cx: Complexity, stem: StemSpec, in_chans: int) -> Complexity:
-    """make_stem plus the model's bn1 / act1 / maxpool."""
-    w = stem.width
-    if stem.type == "classic":
-        cx.conv(in_chans, w, 7, stride=2)
-    elif stem.type == "small":
-        cx.conv(in_chans, w, 3)
-    else:
-        cx.conv(in_chans, w, 3, 2).norm(w).act(w).conv(w, w, 3).norm(w).act(w).conv(w, 2 * w, 3)
-    cx.norm(stem.out_chs).act(stem.out_chs)
-    return cx.pool(stem.out_chs, 3, 2, pad=1) if stem.pool else cx
-
-
 def default_cfg(spec: BackboneSpec) -> dict:
     """timm's pretrained_cfg for a spec: what timm.data needs to make transforms."""
     grey = spec.in_chans == 1
@@ -61,27 +47,6 @@ def default_cfg(spec: BackboneSpec) -> dict:
         first_conv="conv1.0" if spec.stem.type == "deep" else "conv1",
         classifier="fc",
     )
-
-
-def block_args(spec: BackboneSpec, act_layer=None) -> list[list[tuple]]:
-    """Per stage, the Bottleneck arguments of each block (shared by the model and its cost)."""
-    in_chs = spec.stem.out_chs
-    num_blocks = sum(s.depth for s in spec.stages)
-    block_idx = 0
-    stages = []
-    for stage in spec.stages:
-        out_chs = stage.planes * spec.expansion
-        blocks = []
-        for j, kind in enumerate(stage.block_kinds):
-            # Stochastic depth grows linearly with depth, as in timm's ResNet.
-            dpr = spec.drop_path_rate * block_idx / max(num_blocks - 1, 1)
-            blocks.append((in_chs, out_chs, stage.width, kind, stage.stride if j == 0 else 1, stage.cardinality,
-                           stage.cot, stage.cot_heads, stage.cot_key_groups, spec.shortcut, spec.stride_mode,
-                           act_layer, spec.se_ratio, dpr))
-            in_chs = out_chs
-            block_idx += 1
-        stages.append(blocks)
-    return stages
 
 
 class CoTNet(nn.Module):
@@ -102,23 +67,19 @@ class CoTNet(nn.Module):
         self.num_classes = spec.num_classes
         self.drop_rate = spec.drop_rate
         self.grad_checkpointing = False
-        act_layer = get_act_layer(spec.act)
+        self.plan = plan = plan_network(spec)
+        act_layer = get_act_layer(plan.act)
 
-        self.conv1 = make_stem(spec.stem, spec.in_chans, act_layer)
-        self.bn1 = nn.BatchNorm2d(spec.stem.out_chs)
+        self.conv1 = make_stem(plan.stem, act_layer)
+        self.bn1 = nn.BatchNorm2d(plan.stem.out_chs)
         self.act1 = act_layer(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, padding=1) if spec.stem.pool else nn.Identity()
-        stem_reduction = 1 if spec.stem.type == "small" else 2
-        self.feature_info = [dict(num_chs=spec.stem.out_chs, reduction=stem_reduction, module="act1")]
-
-        reduction = spec.stem.stride
+        self.maxpool = nn.MaxPool2d(3, 2, padding=1) if plan.stem.pool else nn.Identity()
+        self.feature_info = [dict(num_chs=plan.stem.out_chs, reduction=plan.stem.reduction, module="act1")]
         self.stage_names = []
-        for i, stage_args in enumerate(block_args(spec, act_layer)):
-            name = f"layer{i + 1}"
-            self.add_module(name, nn.Sequential(*(Bottleneck(*args) for args in stage_args)))
-            self.stage_names.append(name)
-            reduction *= spec.stages[i].stride
-            self.feature_info.append(dict(num_chs=spec.stages[i].planes * spec.expansion, reduction=reduction, module=name))
+        for stage in plan.stages:
+            self.add_module(stage.name, nn.Sequential(*(Bottleneck(block, act_layer) for block in stage.blocks)))
+            self.stage_names.append(stage.name)
+            self.feature_info.append(dict(num_chs=stage.out_chs, reduction=stage.reduction, module=stage.name))
 
         self.num_features = self.head_hidden_size = spec.num_features
         self.global_pool, self.fc = create_classifier(self.num_features, self.num_classes, pool_type=global_pool)
@@ -201,8 +162,10 @@ def compare_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> Stat
     return None
 
 
-def build_model(spec: BackboneSpec | str, **overrides) -> CoTNet:
-    """Compile a spec (or a preset name, or a YAML path) into a model."""
-    if not isinstance(spec, BackboneSpec):
-        spec = load_spec(spec)
+def num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_model(spec: BackboneSpec, **overrides) -> CoTNet:
+    """The network of a spec (load one with `cotsearch.load_spec`, a preset name or a file)."""
     return CoTNet(spec, **overrides)

@@ -1,8 +1,9 @@
 """Analytic cost of layers from shapes alone (pycls' `complexity` style).
 
-Each module class of cotsearch has a static `complexity(cx, ...)` beside its `__init__`,
-taking the same arguments and walking this accumulator through the same layers, so the
-cost model cannot drift from the model. Counts are for one image.
+Each layer description of the network plan (cotsearch.arch.plan) has a `complexity(cx)`
+beside its fields, walking this accumulator through the layers that the builder makes of
+the same description, so the cost model cannot drift from the model. Counts are for one
+image.
 
 Two MAC conventions:
 - `macs`: the paper's, i.e. the ptflops-style counter of the official code: conv and linear
@@ -112,6 +113,3 @@ class Complexity:
         """What was added since `before` (a snapshot), as a plain dict."""
         return {key: getattr(self, key) - getattr(before, key) for key in ("params", "macs", "macs_conv", "acts")}
 
-
-def num_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())

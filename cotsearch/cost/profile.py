@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from cotsearch.cost import as_hw, estimate_cost
-from cotsearch.flops import measure_flops
-from cotsearch.latency import prepare, resolve_device, time_callable
-from cotsearch.memory import check_fits
-from cotsearch.model import CoTNet, build_model
-from cotsearch.spec import BackboneSpec
-from cotsearch.spec_io import load_spec
+from cotsearch.cost.analytic import as_hw, estimate_cost
+from cotsearch.cost.flops import measure_flops
+from cotsearch.cost.latency import prepare, resolve_device, time_callable
+from cotsearch.cost.memory import check_fits
+from cotsearch.nn.model import CoTNet, build_model
+from cotsearch.arch.spec import BackboneSpec
 
 STEM_CHILDREN = ("conv1", "bn1", "act1", "maxpool")
 HEAD_CHILDREN = ("global_pool", "fc")
@@ -28,13 +27,12 @@ def _part_callables(model: CoTNet, x: torch.Tensor) -> dict[str, callable]:
     return calls
 
 
-def profile_spec(spec: BackboneSpec | str, input_size: int | None = None, device: str | None = "cpu",
+def profile_spec(spec: BackboneSpec, input_size: int | None = None, device: str | None = "cpu",
                  batch_size: int = 1, measure_latency: bool = True, min_run_time: float = 0.3) -> dict:
-    spec = spec if isinstance(spec, BackboneSpec) else load_spec(spec)
     hw = as_hw(input_size or spec.input_size)
-    check_fits(spec, max(hw), batch_size, resolve_device(device), training=False)
-    model = build_model(spec)
     cost = estimate_cost(spec, hw)
+    check_fits(spec.name or "spec", cost, batch_size, resolve_device(device), training=False)
+    model = build_model(spec)
     flops_total, flops_children = measure_flops(model, hw, spec.in_chans)
     measured = {p.name: 0 for p in cost.parts}
     for child, flops in flops_children.items():

@@ -1,5 +1,5 @@
 """ONNX export of a cotsearch model: batch norms folded, standard ai.onnx ops only, written
-atomically (cotsearch.atomic); and a check that onnxruntime computes the same logits as PyTorch."""
+atomically (cotsearch.files); and a check that onnxruntime computes the same logits as PyTorch."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from cotsearch.atomic import atomic_write_bytes
+from cotsearch.files import atomic_write_bytes
 from cotsearch.errors import CotsearchError
-from cotsearch.inference import optimize_for_inference
-from cotsearch.model import CoTNet
+from cotsearch.export.fold_bn import optimize_for_inference
+from cotsearch.nn.model import CoTNet
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 

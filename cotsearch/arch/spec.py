@@ -1,8 +1,9 @@
 """The backbone spec: a Pydantic description of one CoTNet-family network.
 
 A spec is a handful of per-stage numbers (pycls' AnyNet style) plus the CoT settings of
-each stage; `cotsearch.builder.build_model` turns it into modules. Every default is
-filled in on validation, so a dumped spec names every choice and means one network.
+each stage. `cotsearch.arch.plan` resolves it into the exact layers, which
+`cotsearch.nn` builds and `cotsearch.cost` prices. Every default is filled in on
+validation, so a dumped spec names every choice and means one network.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import json
 from typing import Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 BlockKind = Literal["cot", "conv", "se_conv"]
@@ -166,16 +168,22 @@ class BackboneSpec(StrictModel):
     drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0, description="stochastic depth, growing linearly to this rate at the last block")
     zero_init_last: bool = Field(True, description="zero-initialise the last BN of every block")
 
+    def feature_sizes(self, input_size: int | None = None) -> list[int]:
+        """Side of the feature map after the stem and after each stage (strides round up)."""
+        sizes = [-(-(input_size or self.input_size) // self.stem.stride)]
+        for stage in self.stages:
+            sizes.append(-(-sizes[-1] // stage.stride))
+        return sizes
+
     @model_validator(mode="after")
     def _feature_maps_exist(self) -> BackboneSpec:
-        size = -(-self.input_size // self.stem.stride)
+        sizes = self.feature_sizes()
         for i, stage in enumerate(self.stages):
-            if stage.stride > 1 and self.stride_mode == "blurpool" and size < 2:
+            if stage.stride > 1 and self.stride_mode == "blurpool" and sizes[i] < 2:
                 raise ValueError(
                     f"stages.{i}: the feature map is 1 px at input_size {self.input_size}; "
                     "blurpool cannot stride it (use a larger input_size or stride_mode avgpool)"
                 )
-            size = -(-size // stage.stride)
         return self
 
     @property
@@ -183,9 +191,8 @@ class BackboneSpec(StrictModel):
         return self.stages[-1].planes * self.expansion
 
     def to_yaml(self) -> str:
-        from cotsearch.spec_io import dump_yaml
-
-        return dump_yaml(self)
+        """Every field written out, defaults included: the file alone fixes the network."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def spec_hash(self) -> str:
         """Short content hash of the architecture (name excluded): equal hashes, equal networks."""

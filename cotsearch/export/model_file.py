@@ -10,18 +10,18 @@ from typing import Any
 
 import torch
 from pydantic import ValidationError
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors
 
-from cotsearch.atomic import atomic_write_bytes
+from cotsearch.files import atomic_write_bytes
 from cotsearch.errors import ModelFileError
-from cotsearch.model import CoTNet, compare_state_dict
-from cotsearch.spec import BackboneSpec
-from cotsearch.spec_io import format_validation_error
+from cotsearch.nn.model import CoTNet, compare_state_dict
+from cotsearch.arch.spec import BackboneSpec
+from cotsearch.arch.yaml_io import format_validation_error
 
 SPEC_KEY = "cotsearch.spec"
 EXTRA_KEY = "cotsearch.extra"
+VERSION_KEY = "cotsearch.format_version"
 FORMAT_VERSION = "1"
 
 
@@ -30,7 +30,7 @@ def save_model(model: CoTNet, path: str | Path, extra: dict[str, Any] | None = N
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     metadata = {
         "format": "pt",
-        "cotsearch.format_version": FORMAT_VERSION,
+        VERSION_KEY: FORMAT_VERSION,
         SPEC_KEY: model.spec.model_dump_json(),
         EXTRA_KEY: json.dumps(extra or {}),
     }
@@ -38,18 +38,18 @@ def save_model(model: CoTNet, path: str | Path, extra: dict[str, Any] | None = N
     return Path(path)
 
 
-def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _read(path: str | Path, with_tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such model file")
+    if not path.is_file():
+        raise ModelFileError(f"{path}: not a file; expected a model file (.safetensors)")
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such model file") from None
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()} if with_tensors else {}
     except OSError as e:
         raise ModelFileError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        tensors = load_safetensors(data)
-        header_len = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}
     except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as e:
         raise ModelFileError(f"{path}: not a valid safetensors file ({str(e).splitlines()[0][:120]})") from None
     return tensors, metadata
@@ -57,10 +57,13 @@ def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 def read_metadata(path: str | Path) -> tuple[BackboneSpec, dict[str, Any]]:
     """The spec and the extra metadata of a model file, without building the model."""
-    return _parse_metadata(path, _read(path)[1])
+    return _parse_metadata(path, _read(path, with_tensors=False)[1])
 
 
 def _parse_metadata(path, metadata: dict[str, str]) -> tuple[BackboneSpec, dict[str, Any]]:
+    version = metadata.get(VERSION_KEY)
+    if SPEC_KEY in metadata and version != FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model file format_version {version!r}; this cotsearch reads version {FORMAT_VERSION}")
     if SPEC_KEY not in metadata:
         raise ModelFileError(f"{path}: holds no cotsearch spec; it is not a cotsearch model file "
                              "(official checkpoints go through `cotsearch convert`)")
@@ -68,7 +71,7 @@ def _parse_metadata(path, metadata: dict[str, str]) -> tuple[BackboneSpec, dict[
         spec = BackboneSpec.model_validate_json(metadata[SPEC_KEY])
         extra = json.loads(metadata.get(EXTRA_KEY, "{}"))
     except ValidationError as e:
-        raise ModelFileError(format_validation_error(e, f"{path}: embedded spec")) from None
+        raise ModelFileError(format_validation_error(e, f"{path}: embedded spec", BackboneSpec)) from None
     except ValueError:
         raise ModelFileError(f"{path}: the metadata is not valid JSON") from None
     return spec, extra

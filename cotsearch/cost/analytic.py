@@ -1,15 +1,13 @@
-"""Analytic cost of a spec: params, MACs (two conventions, see `cotsearch.complexity`)
+"""Analytic cost of a spec: params, MACs (two conventions, see `cotsearch.arch.complexity`)
 and activations, per stage and in total, without building the model."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from cotsearch.blocks import Bottleneck
-from cotsearch.complexity import Complexity
-from cotsearch.model import block_args, stem_complexity
-from cotsearch.spec import BackboneSpec
-from cotsearch.spec_io import load_spec
+from cotsearch.arch.complexity import Complexity
+from cotsearch.arch.plan import plan_network
+from cotsearch.arch.spec import BackboneSpec
 
 
 @dataclass
@@ -46,6 +44,12 @@ class CostReport:
     def acts(self) -> int:
         return self.total("acts")
 
+    @classmethod
+    def from_dict(cls, data: dict) -> CostReport:
+        """The inverse of to_dict (a search sends its trials their price this way)."""
+        parts = [PartCost(**{**p, "out_shape": tuple(p["out_shape"])}) for p in data["stages"]]
+        return cls(tuple(data["input_size"]), parts)
+
     def to_dict(self) -> dict:
         return {
             "input_size": list(self.input_size),
@@ -58,9 +62,9 @@ def as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def estimate_cost(spec: BackboneSpec | str, input_size: int | tuple[int, int] | None = None) -> CostReport:
+def estimate_cost(spec: BackboneSpec, input_size: int | tuple[int, int] | None = None) -> CostReport:
     """Cost of one image at `input_size` (default: the spec's), per part: stem, layer1..N, head."""
-    spec = spec if isinstance(spec, BackboneSpec) else load_spec(spec)
+    plan = plan_network(spec)
     h, w = as_hw(input_size or spec.input_size)
     report = CostReport((h, w))
     cx = Complexity(h, w)
@@ -69,16 +73,25 @@ def estimate_cost(spec: BackboneSpec | str, input_size: int | tuple[int, int] | 
         report.parts.append(PartCost(name, **cx.minus(before), out_shape=(channels, cx.h, cx.w)))
 
     before = cx.copy()
-    stem_complexity(cx, spec.stem, spec.in_chans)
-    record("stem", before, spec.stem.out_chs)
-    for i, blocks in enumerate(block_args(spec)):
+    plan.stem.complexity(cx)
+    record("stem", before, plan.stem.out_chs)
+    for stage in plan.stages:
         before = cx.copy()
-        for args in blocks:
-            Bottleneck.complexity(cx, *args)
-        record(f"layer{i + 1}", before, blocks[-1][1])
+        for block in stage.blocks:
+            block.complexity(cx)
+        record(stage.name, before, stage.out_chs)
     before = cx.copy()
-    cx.global_pool(spec.num_features)
-    if spec.num_classes:
-        cx.linear(spec.num_features, spec.num_classes)
-    record("head", before, spec.num_classes or spec.num_features)
+    cx.global_pool(plan.num_features)
+    if plan.num_classes:
+        cx.linear(plan.num_features, plan.num_classes)
+    record("head", before, plan.num_classes or plan.num_features)
     return report
+
+
+def analytic_profile(spec: BackboneSpec, input_size: int | None = None) -> dict:
+    """The cost model's part of `cotsearch profile` (same keys; nothing measured)."""
+    result = estimate_cost(spec, input_size).to_dict()
+    result.update(name=spec.name, measured_macs_conv=None, device=None, batch_size=None, latency_ms=None)
+    for part in result["stages"]:
+        part.update(measured_macs_conv=None, latency_ms=None)
+    return result

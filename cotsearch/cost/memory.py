@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from cotsearch.cost import estimate_cost
+from cotsearch.cost.analytic import CostReport
 from cotsearch.errors import CotsearchError
-from cotsearch.spec import BackboneSpec
 
 BYTES = 4  # fp32
 # Training keeps weights, gradients and AdamW's two moments (4 copies of the parameters),
@@ -33,23 +32,21 @@ def free_bytes(device: torch.device) -> int:
         return psutil.virtual_memory().available
 
 
-def needed_bytes(spec: BackboneSpec, input_size: int, batch_size: int, training: bool) -> tuple[int, object]:
-    cost = estimate_cost(spec, input_size)
+def needed_bytes(cost: CostReport, batch_size: int, training: bool) -> int:
     if training:
-        need = BYTES * (TRAIN_PARAM_COPIES * cost.params + TRAIN_ACT_COPIES * cost.acts * batch_size)
-    else:
-        need = BYTES * (cost.params + 2 * cost.acts * batch_size // max(len(cost.parts), 1))
-    return need, cost
+        return BYTES * (TRAIN_PARAM_COPIES * cost.params + TRAIN_ACT_COPIES * cost.acts * batch_size)
+    return BYTES * (cost.params + 2 * cost.acts * batch_size // max(len(cost.parts), 1))
 
 
-def check_fits(spec: BackboneSpec, input_size: int, batch_size: int, device: torch.device, training: bool) -> None:
-    """Raise OutOfMemory, with the estimate, when the spec clearly cannot run on `device`."""
-    need, cost = needed_bytes(spec, input_size, batch_size, training)
+def check_fits(name: str, cost: CostReport, batch_size: int, device: torch.device, training: bool) -> None:
+    """Raise OutOfMemory, with the estimate, when a network of this cost (priced at the
+    image size it will run at) clearly cannot run on `device`."""
+    need = needed_bytes(cost, batch_size, training)
     free = free_bytes(device)
     if need > free:
         what = f"training at batch {batch_size}" if training else f"inference at batch {batch_size}"
         raise OutOfMemory(
-            f"{spec.name or 'spec'}: too big for {device}: {what} at {input_size} px needs about "
+            f"{name}: too big for {device}: {what} at {cost.input_size[0]} px needs about "
             f"{need / 2**30:,.1f} GiB ({cost.params / 1e6:,.1f} M params, {cost.acts / 1e6:,.1f} M activations "
             f"per image), and {free / 2**30:,.1f} GiB is free"
         )

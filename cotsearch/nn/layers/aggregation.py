@@ -11,7 +11,7 @@ is written here, never materialising the k*k-times larger tensor an unfold would
   only the rows and columns where its window lies inside the image (no padding copy),
   with a hand-written backward that does the same (autograd through the loop would
   allocate a full-size zero gradient per tap and per slice);
-- CUDA: a Triton kernel (cotsearch.layers.aggregation_triton), forward and backward;
+- CUDA: a Triton kernel (cotsearch.nn.layers.aggregation_triton), forward and backward;
 - under torch.compile / torch.export: a pure-functional pad-and-shift form that
   inductor fuses into one loop and that exports to standard ONNX ops.
 """
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 def local_aggregate(values: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """values (N, C, H, W), attn (N, heads, k*k, H, W) with heads dividing C -> (N, C, H, W).
 
-    Calls `local_aggregate_impl`, which cotsearch.flops swaps for a FLOP-counted custom
+    Calls `local_aggregate_impl`, which cotsearch.cost.flops swaps for a FLOP-counted custom
     op while it measures."""
     return local_aggregate_impl(values, attn, kernel_size)
 
@@ -44,7 +44,7 @@ def local_aggregate_dispatch(values: torch.Tensor, attn: torch.Tensor, kernel_si
     values, attn = values.contiguous(), attn.contiguous()
     out = None
     if values.is_cuda:
-        from cotsearch.layers import aggregation_triton
+        from cotsearch.nn.layers import aggregation_triton
 
         if aggregation_triton.available():
             out = aggregation_triton.local_aggregate_triton(values, attn, kernel_size)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -17,8 +17,8 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 from torch.utils.benchmark import Timer  # noqa: E402
 
 from cotsearch.errors import CotsearchError
-from cotsearch.model import build_model
-from cotsearch.spec import BackboneSpec
+from cotsearch.nn.model import build_model
+from cotsearch.arch.spec import BackboneSpec
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -35,9 +35,6 @@ class Latency:
     dtype: str
     channels_last: bool
     compiled: bool
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -73,14 +70,14 @@ def time_callable(fn: Callable[[], object], device: torch.device, min_run_time: 
     return m.median, m.iqr, len(m.times), noisy
 
 
-def prepare(model_or_spec: torch.nn.Module | BackboneSpec | str, device, dtype, channels_last: bool):
+def prepare(model_or_spec: torch.nn.Module | BackboneSpec, device, dtype, channels_last: bool):
     model = model_or_spec if isinstance(model_or_spec, torch.nn.Module) else build_model(model_or_spec)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     return model.eval().to(device=device, dtype=dtype, memory_format=memory_format), memory_format
 
 
 def measure_latency(
-    model_or_spec: torch.nn.Module | BackboneSpec | str,
+    model_or_spec: torch.nn.Module | BackboneSpec,
     device: str | torch.device | None = "cpu",
     batch_size: int = 1,
     input_size: int | tuple[int, int] | None = None,

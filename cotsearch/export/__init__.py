@@ -1,0 +1,1 @@
+"""Getting models out: cotsearch model files, official checkpoints, BN folding, ONNX."""

@@ -1,5 +1,0 @@
-from cotsearch.layers.aggregation import local_aggregate, local_aggregate_unfold
-from cotsearch.layers.cot import CoTLayer, CoXtLayer
-from cotsearch.layers.se_conv import SEConv
-
-__all__ = ["CoTLayer", "CoXtLayer", "SEConv", "local_aggregate", "local_aggregate_unfold"]

@@ -1,0 +1,1 @@
+"""Training: the recipe (torch-free, validated like a spec), the loop, checkpoints."""

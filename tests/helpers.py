@@ -1,0 +1,144 @@
+"""What the tests share: models built from presets, random valid specs (Hypothesis), fake
+data sets on disk, and running the command line on a small search space. Paths are resolved from this file, so the tests
+run from any working directory."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from hypothesis import strategies as st
+
+import cotsearch
+from cotsearch.arch.spec import StemSpec
+
+TESTS = Path(__file__).parent
+REPO = TESTS.parent
+SPACES = REPO / "spaces"
+
+
+def preset_model(name: str, **overrides):
+    """A preset's network (the builder takes specs; names are resolved here, at the edge)."""
+    return cotsearch.build_model(cotsearch.load_spec(name), **overrides)
+
+
+def model_for(name: str, data, seed: int = 0):
+    """A preset fitted to a data set's channels, classes and image size, seeded."""
+    from cotsearch.train.loop import init_model
+
+    return init_model(data.shape.apply(cotsearch.load_spec(name)), seed=seed)
+
+
+def cot_layer(dim: int, kernel_size: int = 3, heads: int | None = None, key_groups: int | None = None, groups: int = 1):
+    """A CoT (groups 1) or CoXt layer with the spec's defaults: width // 8 heads, 4 * groups key groups."""
+    from cotsearch.arch.plan import CoTPlan
+    from cotsearch.nn.layers import CoTLayer, CoXtLayer
+
+    plan = CoTPlan(dim, kernel_size, heads or dim // 8, key_groups or 4 * groups, groups=groups)
+    return (CoTLayer if groups == 1 else CoXtLayer)(plan)
+
+
+def cli(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """`cotsearch ARGS` in a fresh process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "cotsearch.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
+
+
+def write_idx(folder, prefix, images, labels, gz=True, images_magic=0x803):
+    folder.mkdir(parents=True, exist_ok=True)
+    n, h, w = images.shape
+    img = images_magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (n, h, w)) + images.tobytes()
+    lab = (0x801).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.astype(np.uint8).tobytes()
+    for name, data in ((f"{prefix}-images-idx3-ubyte", img), (f"{prefix}-labels-idx1-ubyte", lab)):
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (folder / name).write_bytes(data)
+
+
+def fake_images(n, classes=10, size=28, seed=0):
+    """Images whose class is visible: class k has a bright bar at row 2k."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    images = rng.integers(0, 60, (n, size, size), dtype=np.uint8)
+    for i, k in enumerate(labels):
+        images[i, (2 * k) % size] = 250
+    return images, labels
+
+
+SPACE = """
+name: small
+base: cotnet_tiny
+params:
+  stages.1.blocks: {{choice: [cot, conv, [cot, conv]]}}
+  stages.2.blocks: {{choice: [cot, conv, se_conv]}}
+  se_ratio: {{choice: [0.0, 0.25]}}
+budgets: {{max_macs: 28.0e+6}}
+train: {{data: "fashion-mnist:{data}", epochs: 1, val_size: 100, batch_size: 50{train_extra}}}
+search: {{trials: {trials}, seed: 0, cpus_per_trial: 1, grace_period: 1{search_extra}}}
+"""
+
+
+
+
+def write_space(tmp_path, fake_fmnist, trials=3, train_extra="", search_extra=""):
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE.format(data=fake_fmnist, trials=trials, train_extra=train_extra, search_extra=search_extra))
+    return path
+
+
+def tune(*args, env=None, timeout=600):
+    return cli("tune", *args, env=env, timeout=timeout)
+
+
+def rows(run_dir):
+    with open(run_dir / "trials.csv") as f:
+        return list(csv.DictReader(f))
+
+
+# Random valid specs at 32 px: the property tests' input.
+INPUT_SIZE = 32
+
+
+@st.composite
+def valid_specs(draw):
+    stem = {"type": draw(st.sampled_from(["classic", "deep", "small"])), "width": draw(st.sampled_from([8, 16]))}
+    stride_mode = draw(st.sampled_from(["avgpool", "blurpool"]))
+    size = -(-INPUT_SIZE // StemSpec.model_validate(stem).stride)  # the feature map entering the next stage
+    stages = []
+    for i in range(draw(st.integers(1, 4))):
+        card = draw(st.sampled_from([1, 2]))
+        planes = draw(st.sampled_from([16, 32]))
+        width = planes * card
+        stages.append({
+            "depth": draw(st.integers(1, 2)),
+            "planes": planes,
+            # A blur pool cannot stride a 1 px map (the spec refuses it): stride 1 there.
+            "stride": draw(st.sampled_from([1, 2] if size > 1 or stride_mode == "avgpool" else [1])),
+            "cardinality": card,
+            "blocks": draw(st.one_of(st.sampled_from(["cot", "conv", "se_conv"]),
+                                     st.lists(st.sampled_from(["cot", "conv", "se_conv"]), min_size=1, max_size=3))),
+            "cot": {
+                "kernel_size": draw(st.sampled_from([3, 5])),
+                "heads": draw(st.sampled_from([None, card, 2 * card, width // 4])),
+                "key_groups": draw(st.sampled_from([None, 1, 2, card])),
+                "attn_reduction": draw(st.sampled_from([1, 2, 4])),
+            },
+        })
+        size = -(-size // stages[-1]["stride"])
+    return {
+        "in_chans": draw(st.sampled_from([1, 3])),
+        "num_classes": draw(st.sampled_from([0, 1, 7])),
+        "input_size": INPUT_SIZE,
+        "stem": stem,
+        "stages": stages,
+        "shortcut": draw(st.sampled_from(["conv", "avgpool"])),
+        "stride_mode": stride_mode,
+        "se_ratio": draw(st.sampled_from([0.0, 0.25])),
+        "act": draw(st.sampled_from(["relu", "silu", "gelu"])),
+    }
