@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cotsearch.errors import CotsearchError
+from cotsearch.files import check_writable
 
 app = typer.Typer(
     help="Configure, cost, train and search CoTNet-family vision backbones.",
@@ -151,6 +153,8 @@ def train(
     config = _validated(TrainConfig, dict(epochs=epochs, batch_size=batch_size, lr=lr, opt=opt, seed=seed,
                                           device=device, augment=augment, mixup=mixup, cutmix=cutmix,
                                           channels_last=channels_last))
+    if output is not None:
+        check_writable(output, "-o")
     from cotsearch.cost.latency import resolve_device
     from cotsearch.cost.memory import check_fits
     from cotsearch.data.load import load_data
@@ -216,7 +220,7 @@ def tune(
     """Search a space of backbones with Optuna on Ray Tune, under the space's budgets."""
     from datetime import datetime
 
-    from cotsearch.search.runner import run_search
+    from cotsearch.search.runner import SearchInterrupted, run_search
     from cotsearch.search.space import SearchSpace, load_space
 
     space = load_space(str(space_file))
@@ -232,7 +236,10 @@ def tune(
     if resume is not None and out is not None and resume != out:
         raise CotsearchError("give --resume RUN_DIR or --out DIR, not both")
     run_dir = resume or out or Path("runs") / f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    outcome = run_search(space, run_dir, resume=resume is not None, address=address, console=err_console)
+    try:
+        outcome = run_search(space, run_dir, resume=resume is not None, address=address, console=err_console)
+    except SearchInterrupted as e:
+        raise SearchInterrupted(f"{e}; resume with: cotsearch tune {space_file} --resume {run_dir}") from None
     if outcome.best_test_top1 is not None:
         console.print(f"best model: {run_dir / 'best' / 'model.safetensors'}  test top-1 {outcome.best_test_top1:.2%}")
 
@@ -246,9 +253,47 @@ def export(
     """Export a trial's spec and trained weights from a search."""
     from cotsearch.search.records import export_trial
 
+    if output.suffix not in (".safetensors", ".yaml", ".yml"):
+        raise CotsearchError(f"-o {output}: expected a .safetensors model file or a .yaml spec "
+                             "(for ONNX, export the model file with `cotsearch export-onnx`)")
+
     record = export_trial(run_dir, trial, output)
     what = f"trial {record.trial} ({record.state}, val top-1 {record.val_top1:.2%})" if record and record.val_top1 is not None else f"trial {trial}"
     console.print(f"wrote {output}: {what}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory of `cotsearch tune`, finished or still running")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="the HTML file (default: RUN_DIR/report.html); its PNGs go beside it")] = None,
+):
+    """Write a search's report: one self-contained HTML file (plots embedded) and its PNGs."""
+    import optuna
+
+    from cotsearch.search.report import write_report
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    console.print(f"wrote {write_report(run_dir, output)}")
+
+
+@app.command()
+def dashboard(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory of `cotsearch tune`, finished or still running")],
+    port: Annotated[int, typer.Option(min=1, max=65535, help="the port on 127.0.0.1")] = 8080,
+):
+    """Browse a search's study in optuna-dashboard, on 127.0.0.1 only (Ctrl-C stops it)."""
+    from cotsearch.search.records import open_study, study_storage
+
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise CotsearchError('optuna-dashboard is not installed: pip install -e ".[dashboard]"') from None
+    open_study(run_dir, must_exist=True)
+    err_console.print(f"optuna-dashboard for {run_dir}: http://127.0.0.1:{port}/dashboard/ (Ctrl-C stops it)")
+    try:
+        run_server(study_storage(run_dir), host="127.0.0.1", port=port)
+    except OSError as e:
+        raise CotsearchError(f"--port {port}: cannot serve on 127.0.0.1 ({e.strerror})") from None
 
 
 @app.command("export-onnx")
@@ -355,8 +400,9 @@ def main() -> None:
     """Entry point: user mistakes print one line and exit 2, never a traceback."""
     try:
         code = app(standalone_mode=False)
+        sys.stdout.flush()  # here, where a closed pipe is caught below, not at exit
     except CotsearchError as e:
-        _fail(str(e), 2)
+        _fail(str(e), 130 if type(e).__name__ == "SearchInterrupted" else 2)
     except typer.TyperException as e:  # click's usage errors: a bad option, a missing argument
         message = e.format_message() if hasattr(e, "format_message") else str(e)
         if type(e).__name__ == "NoArgsIsHelpError":
@@ -366,6 +412,9 @@ def main() -> None:
         _fail(f"{message} (see '{command} --help')", getattr(e, "exit_code", 2))
     except (KeyboardInterrupt, typer.Abort):
         _fail("interrupted", 130)
+    except BrokenPipeError:  # `cotsearch presets | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -15,7 +15,7 @@ class ModelFileError(CotsearchError):
 
 
 class CheckpointError(CotsearchError):
-    """An official checkpoint that cannot be read or does not fit the preset."""
+    """A checkpoint (official, or of a training run) that cannot be read or does not fit."""
 
 
 class DataError(CotsearchError):

@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from cotsearch.errors import CotsearchError
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
@@ -17,10 +19,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; the user's umask decides
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -36,3 +45,13 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
     fig.savefig(buffer, format="png", dpi=dpi)
     atomic_write_bytes(path, buffer.getvalue())
 
+
+
+def check_writable(path: str | Path, option: str) -> None:
+    """Fail before long work, not after it, when `path` cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise CotsearchError(f"{option} {path}: is a directory; expected a file path")
+    folder = next((p for p in path.absolute().parents if p.exists()), None)
+    if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise CotsearchError(f"{option} {path}: cannot be written (no writable folder {path.parent})")

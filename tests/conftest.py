@@ -1,10 +1,6 @@
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))  # tests/official.py
+from helpers import fake_images, write_idx
 
 
 @pytest.fixture(autouse=True)
@@ -15,8 +11,6 @@ def _seed():
 @pytest.fixture(scope="session")
 def fake_fmnist(tmp_path_factory):
     """A small Fashion-MNIST-shaped IDX folder (600 train, 100 test) whose classes are visible."""
-    from helpers import fake_images, write_idx
-
     folder = tmp_path_factory.mktemp("fmnist")
     write_idx(folder, "train", *fake_images(600))
     write_idx(folder, "t10k", *fake_images(100, seed=1))

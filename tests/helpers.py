@@ -7,11 +7,13 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 from hypothesis import strategies as st
 
 import cotsearch
@@ -43,10 +45,10 @@ def cot_layer(dim: int, kernel_size: int = 3, heads: int | None = None, key_grou
     return (CoTLayer if groups == 1 else CoXtLayer)(plan)
 
 
-def cli(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+def cli(*args, env=None, timeout=600, cwd=REPO) -> subprocess.CompletedProcess:
     """`cotsearch ARGS` in a fresh process, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "cotsearch.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
+                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)
 
 
 def write_idx(folder, prefix, images, labels, gz=True, images_magic=0x803):
@@ -71,24 +73,40 @@ def fake_images(n, classes=10, size=28, seed=0):
     return images, labels
 
 
-SPACE = """
-name: small
-base: cotnet_tiny
-params:
-  stages.1.blocks: {{choice: [cot, conv, [cot, conv]]}}
-  stages.2.blocks: {{choice: [cot, conv, se_conv]}}
-  se_ratio: {{choice: [0.0, 0.25]}}
-budgets: {{max_macs: 28.0e+6}}
-train: {{data: "fashion-mnist:{data}", epochs: 1, val_size: 100, batch_size: 50{train_extra}}}
-search: {{trials: {trials}, seed: 0, cpus_per_trial: 1, grace_period: 1{search_extra}}}
-"""
+def write_cifar(folder, n_per_batch=20, evil=False):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 255, (n_per_batch, 3072), dtype=np.uint8),
+                 b"labels": list(rng.integers(0, 10, n_per_batch)), b"batch_label": b"x"}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    names = {b"label_names": [f"class{i}".encode() for i in range(10)]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(names, protocol=2))
+    if evil:
+        class Payload:
+            def __reduce__(self):
+                return (print, ("never",))
+        (folder / "test_batch").write_bytes(pickle.dumps({b"data": Payload()}))
 
 
+SPACE = {
+    "name": "small",
+    "base": "cotnet_tiny",
+    "params": {"stages.1.blocks": {"choice": ["cot", "conv", ["cot", "conv"]]},
+               "stages.2.blocks": {"choice": ["cot", "conv", "se_conv"]},
+               "se_ratio": {"choice": [0.0, 0.25]}},
+    "budgets": {"max_macs": 28.0e6},
+    "train": {"epochs": 1, "val_size": 100, "batch_size": 50},
+    "search": {"seed": 0, "cpus_per_trial": 1, "grace_period": 1},
+}
 
 
-def write_space(tmp_path, fake_fmnist, trials=3, train_extra="", search_extra=""):
+def write_space(tmp_path, data_dir, trials=3, train=None, search=None) -> Path:
+    """A small space over cotnet_tiny on an IDX folder; `train` and `search` override settings."""
+    space = {**SPACE, "train": {**SPACE["train"], "data": f"fashion-mnist:{data_dir}", **(train or {})},
+             "search": {**SPACE["search"], "trials": trials, **(search or {})}}
     path = tmp_path / "space.yaml"
-    path.write_text(SPACE.format(data=fake_fmnist, trials=trials, train_extra=train_extra, search_extra=search_extra))
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
     return path
 
 

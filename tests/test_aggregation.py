@@ -9,12 +9,16 @@ import sys
 import pytest
 import torch
 
-from helpers import cot_layer
-
-
 from cotsearch.nn.layers import aggregation
-from cotsearch.nn.layers.aggregation import (ShiftedAggregate, aggregate_shifted, local_aggregate,
-                                          local_aggregate_functional, local_aggregate_unfold)
+from cotsearch.nn.layers.aggregation import (
+    ShiftedAggregate,
+    aggregate_shifted,
+    local_aggregate,
+    local_aggregate_functional,
+    local_aggregate_unfold,
+)
+
+from helpers import cot_layer
 
 SHAPES = [  # (n, c, h, w, heads, kernel_size): odd sizes, maps smaller than the window, 1x1
     (2, 8, 5, 7, 2, 3), (1, 8, 4, 3, 4, 5), (2, 4, 1, 1, 1, 3), (1, 6, 2, 9, 3, 7), (1, 16, 6, 6, 16, 3),

@@ -2,8 +2,6 @@
 
 import json
 import random
-import subprocess
-import sys
 import time
 import warnings
 
@@ -13,12 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from timm.layers import BlurPool2d
 
 import cotsearch
+from cotsearch.arch.load import spec_from_data
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.cost.flops import measure_flops
 from cotsearch.cost.latency import measure_latency, time_callable
 from cotsearch.nn.layers import CoTLayer
-from cotsearch.arch.load import spec_from_data
-from helpers import preset_model, valid_specs
+
+from helpers import cli, preset_model, valid_specs
 
 # The official counter's figures (GMACs), from the task's reference list.
 PAPER_GMACS = [
@@ -113,8 +112,7 @@ def test_cuda_request_without_cuda_is_a_clear_error():
 
 
 def test_profile_json_cli():
-    result = subprocess.run([sys.executable, "-m", "cotsearch.cli", "profile", "cotnet50", "--json"],
-                            capture_output=True, text=True)
+    result = cli("profile", "cotnet50", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout.strip().splitlines()[-1])
     assert data["params"] == 22_222_416 and data["macs"] / 1e9 == pytest.approx(3.287, rel=0.005)

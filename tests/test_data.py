@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import fake_images, write_idx
-
 from cotsearch.data.load import load_data
 from cotsearch.data.splits import stratified_subset
 from cotsearch.errors import DataError
+
+from helpers import fake_images, write_cifar, write_idx
 
 
 @pytest.fixture
@@ -56,23 +56,8 @@ def test_stratified_subset_exact_size():
     labels = np.array([0] * 7 + [1] * 3 + [2] * 1)
     chosen, rest = stratified_subset(labels, 5)
     assert len(chosen) == 5 and len(rest) == 6 and not set(chosen) & set(rest)
-    assert sorted(np.bincount(labels[chosen], minlength=3).tolist()) == [0, 2, 3] or np.bincount(labels[chosen])[0] >= 3
-
-
-def write_cifar(folder, n_per_batch=20, evil=False):
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 255, (n_per_batch, 3072), dtype=np.uint8),
-                 b"labels": list(rng.integers(0, 10, n_per_batch)), b"batch_label": b"x"}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    names = {b"label_names": [f"class{i}".encode() for i in range(10)]}
-    (folder / "batches.meta").write_bytes(pickle.dumps(names, protocol=2))
-    if evil:
-        class Payload:
-            def __reduce__(self):
-                return (print, ("never",))
-        (folder / "test_batch").write_bytes(pickle.dumps({b"data": Payload()}))
+    # shares 7/11, 3/11, 1/11 of 5 are 3.18, 1.36, 0.45: floors [3, 1, 0], the one left to the largest remainder
+    assert np.bincount(labels[chosen], minlength=3).tolist() == [3, 1, 1]
 
 
 def test_cifar10_python_pickles(tmp_path):
@@ -151,3 +136,40 @@ def test_bad_data_gives_one_clear_line(tmp_path, case, message):
     with pytest.raises(DataError) as err:
         load_data(source, val_size=10)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def rewrite_batch(path, **changes):
+    batch = pickle.loads(path.read_bytes(), encoding="bytes")
+    batch.update({k.encode(): v for k, v in changes.items()})
+    path.write_bytes(pickle.dumps(batch, protocol=2))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"data": np.full((20, 3072), 300, dtype=np.int64)}, r"pixel values in \[300, 300\]; expected bytes, 0..255"),
+    ({"labels": ["cat"] * 20}, "'labels' holds <U3 values; expected integers"),
+    ({"labels": [1.5] * 20}, "'labels' holds float64 values; expected integers"),
+])
+def test_malformed_cifar_content_gives_one_line(tmp_path, changes, message):
+    write_cifar(tmp_path / "c")
+    rewrite_batch(tmp_path / "c" / "data_batch_2", **changes)
+    with pytest.raises(DataError, match=message):
+        load_data(f"cifar10:{tmp_path / 'c'}", val_size=20)
+
+
+def test_cifar_label_names_must_be_a_list_of_names(tmp_path):
+    write_cifar(tmp_path / "c")
+    (tmp_path / "c" / "batches.meta").write_bytes(pickle.dumps({b"label_names": b"cat"}, protocol=2))
+    with pytest.raises(DataError, match="'label_names' must be a list of 10 names"):
+        load_data(f"cifar10:{tmp_path / 'c'}", val_size=20)
+
+
+def test_a_corrupt_image_is_named_in_one_line(tmp_path):
+    write_folder(tmp_path / "train")
+    write_folder(tmp_path / "val", n=2)
+    bad = tmp_path / "train" / "dog" / "3.png"
+    bad.write_bytes(bad.read_bytes()[:40])  # a PNG cut off after its header
+    data = load_data(f"folder:{tmp_path}", input_size=32, val_size=2, workers=1)
+    with pytest.raises(DataError, match=rf"^{bad}: not a readable image") as caught:
+        for _ in data.train.batches(4, shuffle=False, seed=0, augment=False):
+            pass
+    assert "\n" not in str(caught.value)

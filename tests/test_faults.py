@@ -2,21 +2,22 @@
 interrupted writes. (Raising and NaN trials, SIGKILL of the driver: tests/test_search.py;
 bad inputs: tests/test_fuzz.py; tampered model files: tests/test_model_file.py.)"""
 
-import csv
 import subprocess
 import sys
 import time
 
 import pytest
-from helpers import SPACES, cli, rows, tune, write_space
 
 import cotsearch
-from cotsearch.files import atomic_write_bytes
-from cotsearch.errors import CotsearchError
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.cost.memory import OutOfMemory, check_fits
-from cotsearch.search import runner
+from cotsearch.errors import CotsearchError
+from cotsearch.files import atomic_write_bytes
+from cotsearch.search import rundir
+from cotsearch.search.rundir import prepare_run_dir
 from cotsearch.search.space import load_space
+
+from helpers import SPACES, cli, rows, tune, write_space
 
 
 def test_spec_too_big_for_the_device_is_refused_before_building(monkeypatch):
@@ -32,7 +33,7 @@ def test_spec_too_big_for_the_device_is_refused_before_building(monkeypatch):
 @pytest.mark.slow
 def test_trial_out_of_memory_is_a_failed_trial(tmp_path, fake_fmnist):
     run_dir = tmp_path / "run"
-    space = write_space(tmp_path, fake_fmnist, trials=2, train_extra=", batch_size: 65536")
+    space = write_space(tmp_path, fake_fmnist, trials=2, train={"batch_size": 65536})
     result = tune(str(space), "--out", str(run_dir), "--no-references")
     assert result.returncode == 0, result.stderr[-3000:]
     failed = [r for r in rows(run_dir) if r["state"] == "failed"]
@@ -42,8 +43,8 @@ def test_trial_out_of_memory_is_a_failed_trial(tmp_path, fake_fmnist):
 @pytest.mark.slow
 def test_hung_trial_fails_at_its_timeout(tmp_path, fake_fmnist):
     run_dir = tmp_path / "run"
-    space = write_space(tmp_path, fake_fmnist, trials=2, train_extra=", epochs: 200",
-                        search_extra=", max_retries: 0, scheduler: none")  # no early stopping before the timeout
+    space = write_space(tmp_path, fake_fmnist, trials=2, train={"epochs": 200},
+                        search={"max_retries": 0, "scheduler": "none"})  # no early stopping before the timeout
     started = time.time()
     result = tune(str(space), "--out", str(run_dir), "--no-references", "--trial-timeout", "8")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -61,7 +62,7 @@ def test_killed_worker_node_ends_with_the_trial_retried_or_failed(tmp_path, fake
     cluster.wait_for_nodes()
     try:
         run_dir = tmp_path / "run"
-        space = write_space(tmp_path, fake_fmnist, trials=3, train_extra=", epochs: 6")
+        space = write_space(tmp_path, fake_fmnist, trials=3, train={"epochs": 6})
         proc = subprocess.Popen([sys.executable, "-m", "cotsearch.cli", "tune", str(space), "--out", str(run_dir),
                                  "--no-references", "--address", cluster.address],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -88,16 +89,16 @@ def test_unwritable_run_directory_is_reported_at_start(tmp_path):
 
 
 def test_full_disk_is_reported_at_start(tmp_path, monkeypatch):
-    monkeypatch.setattr(runner.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10 * 2**20})())
+    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10 * 2**20})())
     with pytest.raises(CotsearchError, match="only 10 MiB free on its disk"):
-        runner.prepare_run_dir(load_space(SPACES / "cot_stages.yaml"), tmp_path / "run", resume=False)
+        prepare_run_dir(load_space(SPACES / "cot_stages.yaml"), tmp_path / "run", resume=False)
 
 
 def test_existing_run_directory_is_not_overwritten(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "trials.csv").write_text("precious")
     with pytest.raises(CotsearchError, match="already holds a run; continue it with --resume"):
-        runner.prepare_run_dir(load_space(SPACES / "cot_stages.yaml"), tmp_path / "run", resume=False)
+        prepare_run_dir(load_space(SPACES / "cot_stages.yaml"), tmp_path / "run", resume=False)
     assert (tmp_path / "run" / "trials.csv").read_text() == "precious"
 
 
@@ -113,3 +114,19 @@ def test_interrupted_write_leaves_no_half_file(tmp_path, monkeypatch):
         atomic_write_bytes(target, b"x" * 1_000_000)
     assert target.read_bytes() == b"the previous version"
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("data, extra, message", [
+    ("cifar10:/nonexistent", [], "/nonexistent: no such folder; expected the cifar10 data set there"),
+    ("folder:{tmp}/empty", [], "empty: no class folders"),
+    (None, ["--cpus-per-trial", "100"], "--cpus-per-trial 100 --gpus-per-trial 0: no node of the Ray cluster has that"),
+    (None, ["--gpus-per-trial", "1"], "--gpus-per-trial 1: no node of the Ray cluster has that much"),
+])
+def test_a_search_that_cannot_run_stops_at_start_with_one_line(tmp_path, fake_fmnist, data, extra, message):
+    (tmp_path / "empty").mkdir()
+    space = write_space(tmp_path, fake_fmnist, trials=1)
+    if data is not None:
+        space.write_text(space.read_text().replace(f"fashion-mnist:{fake_fmnist}", data.format(tmp=tmp_path)))
+    result = tune(space, "--out", tmp_path / "run", "--no-references", *extra, timeout=120)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "run").exists()

@@ -3,8 +3,6 @@ file and field), never another exception, a hang or a built model. Thousands of 
 in-process; a sample also goes through the command line for its exit code."""
 
 import copy
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -12,10 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cotsearch
-from helpers import SPACES
+from cotsearch.arch.load import load_spec
 from cotsearch.errors import SpecError
 from cotsearch.search.space import load_space
-from cotsearch.arch.load import load_spec
+
+from helpers import SPACES, cli
 
 VALID_SPEC = yaml.safe_load(cotsearch.load_spec("cotnet_tiny").to_yaml())
 VALID_SPACE = yaml.safe_load((SPACES / "cot_stages.yaml").read_text())
@@ -143,6 +142,6 @@ def test_cli_exit_code_2_one_line(tmp_path, content):
     path = tmp_path / "spec.yaml"
     path.write_text(content)
     for command in (["build", str(path)], ["tune", str(path)]):
-        result = subprocess.run([sys.executable, "-m", "cotsearch.cli", *command], capture_output=True, text=True, timeout=60)
+        result = cli(*command, timeout=60)
         assert result.returncode == 2, result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -1,8 +1,6 @@
 """Inference: batch norms folded into convs (exactly, in float64), channels_last, and the
 ONNX export command checked against onnxruntime."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +9,8 @@ from torch import nn
 
 import cotsearch
 from cotsearch.export.fold_bn import conv_bn_pairs
-from helpers import preset_model
+
+from helpers import cli, preset_model
 
 
 def with_trained_like_norms(model: nn.Module) -> nn.Module:
@@ -73,10 +72,6 @@ def test_channels_last_option():
     x = torch.randn(3, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(fast(x.contiguous(memory_format=torch.channels_last)), model(x), rtol=1e-4, atol=1e-5)
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "cotsearch.cli", *args], capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")

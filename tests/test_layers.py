@@ -3,12 +3,12 @@ layouts, ONNX. The aggregation itself: test_aggregation.py."""
 
 import pytest
 import torch
-from official import official_cot_forward
-
-from helpers import cot_layer
 
 from cotsearch.arch.plan import SEConvPlan
 from cotsearch.nn.layers import SEConv
+
+from helpers import cot_layer
+from official import official_cot_forward
 
 
 @pytest.mark.parametrize("layer", [cot_layer(64, 3), cot_layer(96, 3, groups=2), cot_layer(32, 5, heads=2, key_groups=2)])

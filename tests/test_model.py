@@ -5,6 +5,7 @@ import timm
 import torch
 
 import cotsearch
+
 from helpers import preset_model
 
 

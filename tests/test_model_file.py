@@ -4,9 +4,12 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 import cotsearch
+from cotsearch.export import model_file
+
 from helpers import preset_model
 
 
@@ -54,18 +57,70 @@ def test_foreign_safetensors_file_is_refused(tmp_path):
         cotsearch.load_model(path)
 
 
+def write_model_file(path, state, spec_json, version="2"):
+    """A model file as save_model writes one (its digest right), from parts a test chose."""
+    save_file(state, path, metadata={"cotsearch.spec": spec_json, "cotsearch.format_version": version,
+                                     "cotsearch.digest": model_file.digest(spec_json, state)})
+
+
 def test_weights_that_do_not_fit_the_spec_are_refused(trained_tiny, tmp_path):
     model, _ = trained_tiny
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     state["fc.weight"] = torch.zeros(3, 512)
     path = tmp_path / "tampered.safetensors"
-    save_file(state, path, metadata={"cotsearch.spec": model.spec.model_dump_json(), "cotsearch.format_version": "1"})
+    write_model_file(path, state, model.spec.model_dump_json())
     with pytest.raises(cotsearch.ModelFileError, match=r"fc.weight has shape \(3, 512\)"):
         cotsearch.load_model(path)
     del state["fc.weight"]
-    save_file(state, path, metadata={"cotsearch.spec": model.spec.model_dump_json(), "cotsearch.format_version": "1"})
+    write_model_file(path, state, model.spec.model_dump_json())
     with pytest.raises(cotsearch.ModelFileError, match="missing"):
         cotsearch.load_model(path)
+
+
+def edit_embedded_spec(source, target, **changes):
+    """The file's metadata rewritten with spec fields changed, its tensors and digest kept."""
+    with safe_open(str(source), framework="pt") as f:
+        metadata, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    spec = json.loads(metadata["cotsearch.spec"])
+    spec.update(changes)
+    save_file(state, target, metadata={**metadata, "cotsearch.spec": json.dumps(spec)})
+
+
+def test_a_spec_edited_to_a_huge_network_is_refused_before_building(trained_tiny, tmp_path, monkeypatch):
+    _, path = trained_tiny
+    edited = tmp_path / "huge.safetensors"
+    huge = [{"depth": 64, "planes": 8192, "stride": 1, "blocks": "conv"}]
+    edit_embedded_spec(path, edited, stages=huge)
+    monkeypatch.setattr(cotsearch.CoTNet, "__init__", lambda *a, **k: pytest.fail("built the network"))
+    with pytest.raises(cotsearch.ModelFileError, match=r"the embedded spec needs [\d,]+ parameters but the file holds"):
+        cotsearch.load_model(edited)
+
+
+@pytest.mark.parametrize("change", [{"act": "silu"}, {"stride_mode": "blurpool"}, {"zero_init_last": False}])
+def test_a_spec_edit_that_keeps_every_shape_is_detected(trained_tiny, tmp_path, change):
+    _, path = trained_tiny
+    edited = tmp_path / "edited.safetensors"
+    edit_embedded_spec(path, edited, **change)
+    with pytest.raises(cotsearch.ModelFileError, match="changed after the file was written"):
+        cotsearch.load_model(edited)
+
+
+def test_weights_edited_after_saving_are_detected(trained_tiny, tmp_path):
+    _, path = trained_tiny
+    with safe_open(str(path), framework="pt") as f:
+        metadata, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    state["fc.bias"] = state["fc.bias"] + 1
+    save_file(state, tmp_path / "w.safetensors", metadata=metadata)
+    with pytest.raises(cotsearch.ModelFileError, match="changed after the file was written"):
+        cotsearch.load_model(tmp_path / "w.safetensors")
+
+
+def test_an_unknown_format_version_is_refused(trained_tiny, tmp_path):
+    model, _ = trained_tiny
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    write_model_file(tmp_path / "v9.safetensors", state, model.spec.model_dump_json(), version="9")
+    with pytest.raises(cotsearch.ModelFileError, match="format_version '9'; this cotsearch reads version 2"):
+        cotsearch.load_model(tmp_path / "v9.safetensors")
 
 
 def test_invalid_embedded_spec_is_refused(trained_tiny, tmp_path):
@@ -73,8 +128,7 @@ def test_invalid_embedded_spec_is_refused(trained_tiny, tmp_path):
     bad = json.loads(model.spec.model_dump_json())
     bad["stages"][0]["depth"] = 0
     path = tmp_path / "bad.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path,
-              metadata={"cotsearch.spec": json.dumps(bad), "cotsearch.format_version": "1"})
+    write_model_file(path, {k: v.contiguous() for k, v in model.state_dict().items()}, json.dumps(bad))
     with pytest.raises(cotsearch.ModelFileError, match="stages.0.depth"):
         cotsearch.load_model(path)
 

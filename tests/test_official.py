@@ -3,11 +3,12 @@ outputs of converted official weights."""
 
 import pytest
 import torch
-from official import VARIANTS, fill_official, official_cot_forward, official_layouts, official_outputs
 
 import cotsearch
 from cotsearch.nn.layers import CoTLayer
+
 from helpers import preset_model
+from official import VARIANTS, fill_official, official_cot_forward, official_layouts, official_outputs
 
 PAPER_PARAMS = {
     "cotnet50": 22_222_416, "cotnext50_2x48d": 30_046_276, "se_cotnetd_50": 23_107_784,

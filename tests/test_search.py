@@ -1,7 +1,6 @@
 """The search end to end, on a real Ray (local, or a cluster on 127.0.0.1): outputs, budgets,
 nodes, GPUs, failures, and resuming after the driver is killed."""
 
-import csv
 import json
 import os
 import signal
@@ -14,7 +13,8 @@ import pytest
 
 import cotsearch
 from cotsearch.search.records import open_study, records
-from helpers import rows, tune, write_space
+
+from helpers import cli, rows, tune, write_cifar, write_space
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +28,11 @@ def test_small_search_writes_every_output(tmp_path, fake_fmnist):
     assert all(float(r["macs"]) <= 28e6 for r in trained)  # no trained trial breaks the budget
     assert all(r["spec_hash"] and r["node"] and r["duration_s"] and float(r["latency_ms"]) > 0 for r in trained)
     study = open_study(run_dir)
-    for r in records(study):
-        if r.state == "infeasible":  # priced, never built: no files, and fast
-            assert r.macs > 28e6 and "over budget: max_macs" in r.reason
-            assert not (run_dir / "trials" / f"{r.trial:04d}").exists()
+    infeasible = [r for r in records(study) if r.state == "infeasible"]
+    assert infeasible  # the budget cuts this space: some samples are priced over it
+    for r in infeasible:  # priced, never built: no files
+        assert r.macs > 28e6 and "over budget: max_macs" in r.reason
+        assert not (run_dir / "trials" / f"{r.trial:04d}").exists()
     assert all(t.user_attrs["price_ms"] < 1000 for t in study.trials)
     best = cotsearch.load_model(run_dir / "best" / "model.safetensors")
     assert best.spec == cotsearch.load_spec(run_dir / "best" / "spec.yaml")
@@ -41,12 +42,10 @@ def test_small_search_writes_every_output(tmp_path, fake_fmnist):
 
     out = tmp_path / "exported.safetensors"
     first = trained[0]["trial"]
-    exported = subprocess.run([sys.executable, "-m", "cotsearch.cli", "export", str(run_dir), "--trial", first,
-                               "-o", str(out)], capture_output=True, text=True)
+    exported = cli("export", run_dir, "--trial", first, "-o", out)
     assert exported.returncode == 0, exported.stderr
     assert cotsearch.load_model(out).spec.spec_hash() == trained[0]["spec_hash"]
-    missing = subprocess.run([sys.executable, "-m", "cotsearch.cli", "export", str(run_dir), "--trial", "999",
-                              "-o", str(tmp_path / "x.safetensors")], capture_output=True, text=True)
+    missing = cli("export", run_dir, "--trial", "999", "-o", tmp_path / "x.safetensors")
     assert missing.returncode == 2 and "--trial 999: no such trial" in missing.stderr
 
 
@@ -59,7 +58,7 @@ def estimate_macs(model):
 def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, fake_fmnist):
     run_dir = tmp_path / "run"
     # lr 1e12 with plain SGD: the loss becomes NaN or infinite within the first steps.
-    space = write_space(tmp_path, fake_fmnist, trials=2, train_extra=", opt: sgd, lr: 1.0e+12")
+    space = write_space(tmp_path, fake_fmnist, trials=2, train={"opt": "sgd", "lr": 1.0e12})
     result = tune(str(space), "--out", str(run_dir), "--no-references")
     assert result.returncode == 0, result.stderr[-3000:]
     failed = [r for r in rows(run_dir) if r["state"] == "failed"]
@@ -109,35 +108,118 @@ def test_one_gpu_per_trial_with_two_gpus(tmp_path, fake_fmnist):
         assert len(overlapping) <= 2 and len(set(overlapping)) == len(overlapping)
 
 
-def test_killed_search_resumes_without_losing_or_repeating(tmp_path, fake_fmnist):
-    run_dir = tmp_path / "run"
-    space = write_space(tmp_path, fake_fmnist, trials=5)
-    proc = subprocess.Popen([sys.executable, "-m", "cotsearch.cli", "tune", str(space), "--out", str(run_dir),
-                             "--no-references"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 300
-    finished_before = []
+def start_search(space, run_dir, *extra):
+    """`cotsearch tune` in the background, in its own process group (with the local Ray it starts)."""
+    return subprocess.Popen([sys.executable, "-m", "cotsearch.cli", "tune", str(space), "--out", str(run_dir),
+                             "--no-references", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for_trials(proc, run_dir, finished: int, running: int, timeout=300) -> dict[int, float]:
+    """Poll the study until `finished` trials are trained and `running` more are mid-way;
+    returns the finished ones' val top-1 by trial number."""
+    deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.3)
         # Opening the study while the driver still creates it would race its schema set-up
         # (both stamp the new database); once a trial has saved weights the study exists.
         if not list((run_dir / "trials").glob("*/model.safetensors")):
             continue
         study = optuna.load_study(study_name="cotsearch", storage=f"sqlite:///{run_dir / 'study.db'}")
-        done = [t for t in study.trials if t.user_attrs.get("state") in ("complete", "stopped")]
-        if len(done) >= 2:
-            finished_before = {t.number: t.user_attrs["val_top1"] for t in done}
-            break
-    assert finished_before, proc.stderr.read().decode()[-3000:] if proc.poll() is not None else "no trial finished in time"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
-    proc.wait()
+        done = {t.number: t.user_attrs["val_top1"] for t in study.trials if t.user_attrs.get("state") in ("complete", "stopped")}
+        live = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("on_ray")]
+        if len(done) >= finished and len(live) >= running:
+            return done
+    pytest.fail(proc.stderr.read()[-3000:] if proc.poll() is not None else "the trials did not get there in time")
 
-    result = tune(str(space), "--resume", str(run_dir), "--no-references")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "resuming" in result.stderr
+
+def check_resumed_run(run_dir, trials: int, finished_before: dict[int, float]) -> None:
+    """Exactly `trials` trials ran to an end, the ones finished before the stop kept as they
+    were, every interrupted trial run again with its parameters, and no spec trained twice."""
     study = open_study(run_dir)
-    trained = {t.number: t for t in study.trials if t.user_attrs.get("state") in ("complete", "stopped")}
-    assert len(trained) == 5
-    for number, top1 in finished_before.items():  # kept as they were, not run again
+    ended = [t for t in study.trials if t.user_attrs.get("on_ray")
+             and t.user_attrs.get("state") in ("complete", "stopped", "failed", "infeasible")]
+    assert len(ended) == trials
+    trained = {t.number: t for t in ended if t.user_attrs["state"] in ("complete", "stopped")}
+    for number, top1 in finished_before.items():
         assert trained[number].user_attrs["val_top1"] == top1
-    starts = [t.user_attrs["trial_started_at"] for t in trained.values()]
-    assert len(set(starts)) == len(starts)
+    hashes = [t.user_attrs["spec_hash"] for t in trained.values()]
+    assert len(hashes) == len(set(hashes))
+    interrupted = [r.trial for r in records(study) if r.state == "interrupted"]
+    assert interrupted
+    reruns = {t.user_attrs["rerun_of"]: t for t in study.trials if "rerun_of" in t.user_attrs}
+    for number in interrupted:
+        assert reruns[number].params == study.trials[number].params and reruns[number].user_attrs.get("state")
+
+
+def test_killed_search_resumes_without_losing_or_repeating(tmp_path, fake_fmnist):
+    run_dir = tmp_path / "run"
+    space = write_space(tmp_path, fake_fmnist, trials=5, train={"epochs": 2})
+    proc = start_search(space, run_dir)
+    finished_before = wait_for_trials(proc, run_dir, finished=1, running=1)
+
+    second = tune(space, "--resume", run_dir, "--no-references")  # while the first still runs
+    assert second.returncode == 2 and "a search is already running in it (pid" in second.stderr
+
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started; its lock goes with it
+    proc.wait()
+    result = tune(space, "--resume", run_dir, "--no-references")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming" in result.stderr and "interrupted (run again first)" in result.stderr
+    check_resumed_run(run_dir, 5, finished_before)
+
+
+def test_ctrl_c_stops_the_search_and_says_how_to_resume(tmp_path, fake_fmnist):
+    run_dir = tmp_path / "run"
+    space = write_space(tmp_path, fake_fmnist, trials=5, train={"epochs": 2})
+    proc = start_search(space, run_dir)
+    finished_before = wait_for_trials(proc, run_dir, finished=1, running=1)
+    proc.send_signal(signal.SIGINT)  # the driver alone, as Ctrl-C in a terminal reaches it
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert f"resume with: cotsearch tune {space} --resume {run_dir}" in err and "Traceback" not in err
+    assert "Tuner.restore" not in err and "training the reference presets" not in err
+    assert "interrupted" in {r["state"] for r in rows(run_dir)}
+
+    result = tune(space, "--resume", run_dir, "--no-references")
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_resumed_run(run_dir, 5, finished_before)
+
+
+ONE_SPEC_SPACE = """
+name: rgb
+base: cotnet_tiny
+params:
+  stages.1.blocks: {{choice: [cot, conv]}}
+  stages.2.blocks: {{choice: [cot, conv, se_conv]}}
+train: {{data: "cifar10:{data}", epochs: 1, val_size: 40, batch_size: 40}}
+search: {{trials: 2, seed: 0, cpus_per_trial: 1, references: [cotnet_tiny]}}
+"""
+
+
+def test_every_record_of_a_trial_describes_the_network_it_trained(tmp_path):
+    """The base spec has 1 channel at 28 px, the data 3 channels at 32 px: the study's spec
+    and hash, the trial's spec.yaml and model file, best/ and the references all describe
+    the one network that trained, fitted to the data."""
+    data = tmp_path / "cifar"
+    write_cifar(data, n_per_batch=40)
+    space = tmp_path / "space.yaml"
+    space.write_text(ONE_SPEC_SPACE.format(data=data))
+    run_dir = tmp_path / "run"
+    result = tune(space, "--out", run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = [r for r in records(open_study(run_dir)) if r.trained]
+    assert len(trained) == 2
+    for r in trained:
+        recorded = cotsearch.BackboneSpec.model_validate_json(r.spec_json)
+        on_disk = cotsearch.load_spec(run_dir / "trials" / f"{r.trial:04d}" / "spec.yaml")
+        in_file = cotsearch.read_metadata(run_dir / "trials" / f"{r.trial:04d}" / "model.safetensors")[0]
+        assert recorded == on_disk == in_file and r.spec_hash == recorded.spec_hash()
+        assert (recorded.in_chans, recorded.input_size) == (3, 32)
+        assert r.macs == cotsearch.estimate_cost(recorded).macs  # priced as trained
+    best = cotsearch.load_model(run_dir / "best" / "model.safetensors")
+    assert best.spec == cotsearch.load_spec(run_dir / "best" / "spec.yaml")
+    assert best.spec.spec_hash() in {r.spec_hash for r in trained}
+    reference = cotsearch.read_metadata(run_dir / "trials" / "ref-cotnet_tiny" / "model.safetensors")[0]
+    assert reference == cotsearch.load_spec(run_dir / "trials" / "ref-cotnet_tiny" / "spec.yaml")
+    assert (reference.in_chans, reference.input_size) == (3, 32)

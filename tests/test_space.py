@@ -4,10 +4,11 @@
 import optuna
 import pytest
 
-from helpers import SPACES
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.errors import SpecError
 from cotsearch.search.space import apply_params, load_space, price
+
+from helpers import SPACES, write_cifar
 
 GOOD = """
 name: t
@@ -94,3 +95,57 @@ def test_pricing_flags_budget_breakers_fast(tmp_path):
         infeasible += reason is not None
         study.tell(trial, 0.0)
     assert infeasible > 0
+
+
+@pytest.mark.parametrize("section, field", [
+    ("budgets", "max_macs: '30.0e+6'"),
+    ("train", "epochs: '3'"),
+    ("train", "lr: 1e-3"),  # YAML 1.1 reads 1e-3 (no dot) as a string
+    ("train", "label_smoothing: '0.1'"),
+    ("search", "trials: '16'"),
+    ("search", "cpus_per_trial: '1'"),
+])
+def test_a_string_where_a_number_belongs_is_refused_in_every_section(tmp_path, section, field):
+    key = field.split(":")[0]
+    text = GOOD.replace("budgets: {max_macs: 30.0e+6}\n", "") + f"{section}: {{{field}}}\n"
+    with pytest.raises(SpecError, match=rf"{section}\.{key}: Input should be a valid (number|integer)"):
+        space_from(tmp_path, text)
+
+
+def test_trials_are_priced_for_the_data_they_train_on(tmp_path):
+    """cotnet_tiny has 1 input channel at 28 px; on CIFAR's RGB images every sample is
+    priced, and so trained, with 3 channels at 32 px."""
+    data = tmp_path / "cifar"
+    write_cifar(data)
+    space = space_from(tmp_path, GOOD + f"train: {{data: 'cifar10:{data}', val_size: 10}}\n")
+    assert space.base_spec().in_chans == 1
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    spec, cost, _, _ = price(space, space.sample(study.ask()))
+    assert (spec.in_chans, spec.input_size, spec.num_classes) == (3, 32, 10)
+    assert cost.macs == estimate_cost(spec).macs and cost.input_size == (32, 32)
+    assert cost.parts[0].params == estimate_cost(spec).parts[0].params == 3 * 32 * 9 + 2 * 32  # RGB stem conv + BN
+
+
+@pytest.mark.parametrize("change, message", [
+    ("name: t", "name: String should match pattern"),
+    ("  stages.1.cot.kernel_size: {choice: [3, 5], when: {stages.1.blocks: [cot, [cot, conv]]}}",
+     "when: 'se_conv' is not one of the choices of stages.1.blocks"),
+])
+def test_names_that_escape_and_conditions_that_never_hold_are_refused(tmp_path, change, message):
+    bad = {"name: t": "name: ../../x",
+           "  stages.1.cot.kernel_size: {choice: [3, 5], when: {stages.1.blocks: [cot, [cot, conv]]}}":
+           "  stages.1.cot.kernel_size: {choice: [3, 5], when: {stages.1.blocks: [cot, se_conv]}}"}[change]
+    with pytest.raises(SpecError, match=message):
+        space_from(tmp_path, GOOD.replace(change, bad))
+
+
+def test_a_misspelt_reference_is_refused_with_a_suggestion(tmp_path):
+    with pytest.raises(SpecError, match="search.references: 'cotnet_tny' is not a preset; did you mean 'cotnet_tiny'"):
+        space_from(tmp_path, GOOD + "search: {references: [cotnet_tny]}\n")
+
+
+def test_a_yaml_bomb_space_is_refused(tmp_path):
+    bomb = "".join(f"{b}: &{b} [*{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}]\n"
+                   for a, b in zip("abcdef", "bcdefg"))
+    with pytest.raises(SpecError, match="expands to"):
+        space_from(tmp_path, "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + bomb)

@@ -9,8 +9,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 
 import cotsearch
-from helpers import valid_specs
 from cotsearch.arch.load import load_spec, spec_from_data
+from cotsearch.errors import SpecError
+
+from helpers import valid_specs
 
 BASE = {
     "in_chans": 1, "num_classes": 10, "input_size": 28,
@@ -132,3 +134,36 @@ def test_random_valid_specs_build_run_and_round_trip(data):
     with torch.no_grad():
         out = model(torch.randn(1, spec.in_chans, 32, 32))
     assert out.shape == (1, spec.num_classes if spec.num_classes else spec.num_features)
+
+
+def test_a_stride_of_true_is_refused_like_a_depth_of_true():
+    stage = {"depth": 1, "planes": 16}
+    for field in ("stride", "depth"):
+        with pytest.raises(SpecError, match=rf"stages\.0\.{field}"):
+            spec_from_data({"stages": [{**stage, field: True}]}, "t")
+
+
+def test_the_same_network_written_differently_has_one_hash():
+    spec = load_spec("cotnet_tiny")
+    data = yaml.safe_load(spec.to_yaml())
+    data["stages"][0]["blocks"] = ["cot"]  # a pattern of one
+    data["stages"][1]["blocks"] = ["cot", "cot"]
+    data["stages"][2]["cot"]["heads"] = spec.stages[2].width // 8  # the default, written out
+    data["se_ratio"] = -0.0
+    assert spec_from_data(data, "same").spec_hash() == spec.spec_hash()
+    data["stages"][3]["blocks"] = "conv"
+    assert spec_from_data(data, "other").spec_hash() != spec.spec_hash()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("stages: [{depth: 1, planes: 16}]\nact: relu\nact: silu\n", "duplicate key 'act'"),
+    ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{b}: &{b} [*{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}]\n" for a, b in zip("abcde", "bcdef")),
+     # the mapping, 6 keys, then lists of 11, 111, ..., 1,111,111 values (each 1 + 10 of the last)
+     "expands to 1,234,573 values"),
+])
+def test_yaml_traps_are_refused(tmp_path, text, message):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=message):
+        load_spec(path)

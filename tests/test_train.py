@@ -10,9 +10,12 @@ import time
 import pytest
 import torch
 
+import cotsearch
 from cotsearch.data.load import load_data
+from cotsearch.errors import CheckpointError, DataError
 from cotsearch.train.config import TrainConfig
 from cotsearch.train.loop import TrainingDiverged, train
+
 from helpers import model_for
 
 
@@ -119,3 +122,30 @@ def test_one_epoch_on_10k_fashion_mnist_reaches_80_percent(tmp_path):
     spec, extra = read_metadata(out)
     assert spec.in_chans == 1 and spec.num_classes == 10 and extra["classes"][0] == "T-shirt/top"
     assert extra["test_top1"] == summary["test_top1"] and len(extra["mean"]) == 1
+
+
+@pytest.mark.parametrize("limit, batch, mixing", [(101, 10, {}), (103, 10, {"mixup": 0.2, "cutmix": 1.0})])
+def test_odd_and_single_image_last_batches_train(fake_fmnist, limit, batch, mixing):
+    """A last batch of one image (BatchNorm cannot train on it: skipped) and an odd last batch
+    under mixup / cutmix (which pair images: it gets soft targets unmixed) both just work."""
+    data = load_data(f"fashion-mnist:{fake_fmnist}", val_size=100, train_limit=limit)
+    assert len(data.train) % batch in (1, 3)
+    result = train(model_for("cotnet_tiny", data), data, TrainConfig(epochs=1, batch_size=batch, **mixing), test=False)
+    assert len(result.history) == 1 and result.history[0].train_loss > 0
+
+
+def test_a_checkpoint_of_another_recipe_is_refused(fake_fmnist, tmp_path):
+    ckpt = tmp_path / "ckpt.safetensors"
+    data = load_data(f"fashion-mnist:{fake_fmnist}", val_size=100, train_limit=100)
+    train(model_for("cotnet_tiny", data), data, TrainConfig(epochs=1, batch_size=50), checkpoint=ckpt, test=False)
+    with pytest.raises(CheckpointError, match=r"saved by another run \(its config differs\)"):
+        train(model_for("cotnet_tiny", data), data, TrainConfig(epochs=1, batch_size=50, lr=1e-3), checkpoint=ckpt)
+    with pytest.raises(CheckpointError, match=r"saved by another run \(its spec differs\)"):
+        train(model_for("resnet_tiny", data), data, TrainConfig(epochs=1, batch_size=50), checkpoint=ckpt)
+
+
+def test_a_model_built_for_other_data_is_refused(fake_fmnist):
+    data = load_data(f"fashion-mnist:{fake_fmnist}", val_size=100, train_limit=100)
+    rgb = cotsearch.build_model(cotsearch.load_spec("cotnet_tiny").model_copy(update={"in_chans": 3}))
+    with pytest.raises(DataError, match="1x28x28 images, 10 classes; the model was built for 3x28x28"):
+        train(rgb, data, TrainConfig(epochs=1))

@@ -92,6 +92,13 @@ class StageSpec(StrictModel):
     )
     cot: CoTSpec = Field(default_factory=CoTSpec)
 
+    @field_validator("stride", mode="before")
+    @classmethod
+    def _stride_not_bool(cls, stride):
+        if isinstance(stride, bool):  # Python's True == 1 would pass as a stride
+            raise ValueError(f"expected 1 or 2, got {stride}")
+        return stride
+
     @field_validator("blocks")
     @classmethod
     def _non_empty_pattern(cls, blocks):
@@ -195,6 +202,22 @@ class BackboneSpec(StrictModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     def spec_hash(self) -> str:
-        """Short content hash of the architecture (name excluded): equal hashes, equal networks."""
+        """Short content hash of the network (its name excluded), the same however the spec
+        writes it: patterns are hashed block by block, defaults (heads, key groups) resolved,
+        CoT settings of stages without CoT left out, -0.0 read as 0.0."""
         data = self.model_dump(mode="json", exclude={"name"})
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+        for written, stage in zip(data["stages"], self.stages):
+            written["blocks"] = stage.block_kinds
+            written["cot"] = ({**written["cot"], "heads": stage.cot_heads, "key_groups": stage.cot_key_groups}
+                              if "cot" in stage.block_kinds else None)
+        return hashlib.sha256(json.dumps(_without_negative_zero(data), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _without_negative_zero(value):
+    if isinstance(value, float):
+        return value + 0.0  # -0.0 + 0.0 is 0.0
+    if isinstance(value, dict):
+        return {k: _without_negative_zero(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_negative_zero(v) for v in value]
+    return value

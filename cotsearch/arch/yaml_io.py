@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from cotsearch.errors import SpecError
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few KB; anything this large is not one
+MAX_VALUES = 100_000  # the largest space file shipped holds a few hundred
 
 
 def _field_names(model: type[BaseModel], seen: set | None = None) -> set[str]:
@@ -84,12 +85,51 @@ def read_yaml(path: str | Path) -> Any:
     return parse_yaml(text, str(path))
 
 
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without one of its quiet habits: a key given twice in a mapping
+    is an error here, where PyYAML keeps the last value."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)  # merge keys (<<) first, as the base class does
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: the base class refuses it
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def expanded_size(node: yaml.Node, sizes: dict[int, int] | None = None) -> int:
+    """Values the document holds once every alias is expanded: a few hundred bytes of
+    nested aliases can stand for millions of values (the "billion laughs")."""
+    sizes = {} if sizes is None else sizes
+    if id(node) not in sizes:
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+        sizes[id(node)] = 1 + sum(expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
+
+
 def parse_yaml(text: str, source: str) -> Any:
+    """One YAML document, safely: no code, no duplicate keys, at most MAX_VALUES values."""
+    loader = StrictLoader(text)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is not None and (size := expanded_size(node)) > MAX_VALUES:
+            raise SpecError(f"{source}: the document expands to {size:,} values (aliases included); "
+                            f"at most {MAX_VALUES:,} are read")
+        return loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SpecError(f"{source}: invalid YAML{where}: {e.problem or e.context}") from None
     except (yaml.YAMLError, RecursionError) as e:
         raise SpecError(f"{source}: invalid YAML: {type(e).__name__}") from None
+    finally:
+        loader.dispose()

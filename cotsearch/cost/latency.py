@@ -12,13 +12,9 @@ from typing import Callable
 
 import torch
 
-# torch.utils.benchmark imports cpp_extension, which warns about CUDA_HOME on CPU-only machines.
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-from torch.utils.benchmark import Timer  # noqa: E402
-
+from cotsearch.arch.spec import BackboneSpec
 from cotsearch.errors import CotsearchError
 from cotsearch.nn.model import build_model
-from cotsearch.arch.spec import BackboneSpec
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -40,10 +36,23 @@ class Latency:
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CotsearchError(f"device {device!r}: unknown; expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CotsearchError(f"device {device}: no CUDA device is available here (use cpu)")
     return device
+
+
+def benchmark_timer() -> type:
+    """torch.utils.benchmark's Timer, imported when first needed: the import loads
+    cpp_extension, which warns about CUDA_HOME on CPU-only machines, so that logger is
+    quietened first (here, not as a side effect of importing cotsearch)."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils.benchmark import Timer
+
+    return Timer
 
 
 def time_callable(fn: Callable[[], object], device: torch.device, min_run_time: float = 0.5,
@@ -58,7 +67,7 @@ def time_callable(fn: Callable[[], object], device: torch.device, min_run_time: 
 
     for _ in range(2):
         step()
-    timer = Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
+    timer = benchmark_timer()(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
     for _ in range(retries + 1):
         m = timer.adaptive_autorange(threshold=max_rel_iqr, min_run_time=min_run_time, max_run_time=max_run_time)
         noisy = m.iqr > max_rel_iqr * m.median

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import torch
 
+from cotsearch.arch.spec import BackboneSpec
 from cotsearch.cost.analytic import as_hw, estimate_cost
 from cotsearch.cost.flops import measure_flops
 from cotsearch.cost.latency import prepare, resolve_device, time_callable
 from cotsearch.cost.memory import check_fits
 from cotsearch.nn.model import CoTNet, build_model
-from cotsearch.arch.spec import BackboneSpec
 
 STEM_CHILDREN = ("conv1", "bn1", "act1", "maxpool")
 HEAD_CHILDREN = ("global_pool", "fc")

@@ -41,12 +41,26 @@ def _load_batch(path: Path) -> dict:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
 
+def _integers(path: Path, key: str, value) -> np.ndarray:
+    """An array of integers, or a one-line error: no silent casts of floats, strings or
+    values out of range (np.asarray(..., dtype=uint8) would wrap 300 to 44)."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):
+        array = np.asarray([], dtype=object)
+    if array.dtype.kind not in "iu":
+        raise DataError(f"{path}: '{key}' holds {array.dtype} values; expected integers")
+    return array
+
+
 def _images_labels(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     batch = _load_batch(path)
     if "data" not in batch or label_key not in batch:
         raise DataError(f"{path}: no 'data' or '{label_key}' entry; expected a CIFAR python batch")
-    data = np.asarray(batch["data"], dtype=np.uint8)
-    labels = np.asarray(batch[label_key], dtype=np.int64)
+    data, labels = _integers(path, "data", batch["data"]), _integers(path, label_key, batch[label_key])
+    if data.size and (data.min() < 0 or data.max() > 255):
+        raise DataError(f"{path}: pixel values in [{data.min()}, {data.max()}]; expected bytes, 0..255")
+    data, labels = data.astype(np.uint8), labels.astype(np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
         raise DataError(f"{path}: data has shape {data.shape} for {len(labels)} labels; expected N x 3072")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
@@ -69,7 +83,9 @@ def load_cifar(folder: Path, num_classes: int) -> dict[str, tuple[np.ndarray, np
     names = [str(i) for i in range(num_classes)]
     if meta.exists():
         raw = _load_batch(meta).get(names_key, names)
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
+        if not isinstance(raw, list) or len(raw) != num_classes or not all(isinstance(n, bytes | str) for n in raw):
+            raise DataError(f"{meta}: '{names_key}' must be a list of {num_classes} names")
+        names = [n.decode(errors="replace") if isinstance(n, bytes) else n for n in raw]
     images = np.concatenate([t[0] for t in train])
     labels = np.concatenate([t[1] for t in train])
     return {"train": (images, labels), "test": test, "classes": names}

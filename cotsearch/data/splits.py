@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from cotsearch.data.shape import DataShape
+from cotsearch.errors import DataError
 
 SPLIT_SEED = 0  # the validation split and train subsets are the same for every run
 
@@ -112,7 +113,11 @@ class StreamSplit:
             generator=torch.Generator().manual_seed(seed), num_workers=self.workers,
             persistent_workers=False, drop_last=False,
         )
-        yield from loader
+        try:
+            yield from loader
+        except DataError as e:
+            # A worker's error comes back with its traceback in the message; keep the last line.
+            raise DataError(str(e).strip().splitlines()[-1].removeprefix("cotsearch.errors.DataError: ")) from None
 
 
 @dataclass

@@ -4,6 +4,7 @@ alone rebuilds the model; nothing in it is ever unpickled."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -13,25 +14,40 @@ from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors
 
-from cotsearch.files import atomic_write_bytes
-from cotsearch.errors import ModelFileError
-from cotsearch.nn.model import CoTNet, compare_state_dict
 from cotsearch.arch.spec import BackboneSpec
 from cotsearch.arch.yaml_io import format_validation_error
+from cotsearch.cost.analytic import estimate_cost
+from cotsearch.errors import ModelFileError
+from cotsearch.files import atomic_write_bytes
+from cotsearch.nn.model import CoTNet, compare_state_dict
 
 SPEC_KEY = "cotsearch.spec"
 EXTRA_KEY = "cotsearch.extra"
 VERSION_KEY = "cotsearch.format_version"
-FORMAT_VERSION = "1"
+DIGEST_KEY = "cotsearch.digest"
+FORMAT_VERSION = "2"  # 2: with the digest
+
+
+def digest(spec_json: str, tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the spec and every tensor (name, dtype, shape, bytes): an edit to either
+    after saving, even one that keeps every shape (an activation, a stride), changes it."""
+    h = hashlib.sha256(spec_json.encode())
+    for key in sorted(tensors):
+        t = tensors[key].contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def save_model(model: CoTNet, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write weights and spec (plus `extra`, any JSON-able dict) atomically to `path`."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    spec_json = model.spec.model_dump_json()
     metadata = {
         "format": "pt",
         VERSION_KEY: FORMAT_VERSION,
-        SPEC_KEY: model.spec.model_dump_json(),
+        SPEC_KEY: spec_json,
+        DIGEST_KEY: digest(spec_json, tensors),
         EXTRA_KEY: json.dumps(extra or {}),
     }
     atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
@@ -78,9 +94,19 @@ def _parse_metadata(path, metadata: dict[str, str]) -> tuple[BackboneSpec, dict[
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> CoTNet:
-    """Rebuild the model of a model file and load its weights (eval mode)."""
+    """Rebuild the model of a model file and load its weights (eval mode). The embedded spec
+    is checked against the file before anything is built: its parameter count must fit in
+    the tensors the file holds, and the digest written at save time must match."""
     tensors, metadata = _read(path)
     spec, extra = _parse_metadata(path, metadata)
+    held = sum(t.numel() for t in tensors.values())
+    needed = estimate_cost(spec).params
+    if needed > held:
+        raise ModelFileError(f"{path}: the embedded spec needs {needed:,} parameters but the file holds {held:,} "
+                             "values; the spec was changed after saving")
+    if metadata.get(DIGEST_KEY) != digest(metadata[SPEC_KEY], tensors):
+        raise ModelFileError(f"{path}: the spec or the weights were changed after the file was written "
+                             "(its digest does not match); re-export the model")
     model = CoTNet(spec)
     mismatch = compare_state_dict(model, tensors)
     if mismatch and mismatch.bad_shape:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from cotsearch.files import atomic_write_bytes
 from cotsearch.errors import CotsearchError
 from cotsearch.export.fold_bn import optimize_for_inference
+from cotsearch.files import atomic_write_bytes
 from cotsearch.nn.model import CoTNet
 
 STANDARD_DOMAINS = ("", "ai.onnx")

@@ -1,14 +1,16 @@
 """The generic CoTNet-family network built from a spec, with timm's model interface
-(`forward_features`, `forward_head`, `reset_classifier`, `feature_info`)."""
-
-from __future__ import annotations
+(`forward_features`, `forward_head`, `forward_intermediates`, `prune_intermediate_layers`,
+`reset_classifier`, `feature_info`, ...), scriptable and symbolically traceable."""
 
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import create_classifier, get_act_layer
+from timm.models import PretrainedCfg
+from timm.models._features import feature_take_indices  # timm's own models use it from here
 from torch import nn
 
 from cotsearch.arch.plan import StemPlan, plan_network
@@ -35,18 +37,22 @@ def make_stem(stem: StemPlan, act_layer: type[nn.Module]) -> nn.Module:
 
 
 def default_cfg(spec: BackboneSpec) -> dict:
-    """timm's pretrained_cfg for a spec: what timm.data needs to make transforms."""
+    """timm's pretrained_cfg for a spec, every field timm fills in: what timm.data needs to make
+    transforms, and the final feature map's size at the spec's input size (pool_size)."""
     grey = spec.in_chans == 1
-    return dict(
+    pool = spec.feature_sizes()[-1]
+    return PretrainedCfg(
         input_size=(spec.in_chans, spec.input_size, spec.input_size),
         num_classes=spec.num_classes,
         mean=(0.5,) if grey else IMAGENET_DEFAULT_MEAN,
         std=(0.5,) if grey else IMAGENET_DEFAULT_STD,
         interpolation="bicubic",
         crop_pct=0.875 if spec.input_size >= 64 else 1.0,
+        pool_size=(pool, pool),
         first_conv="conv1.0" if spec.stem.type == "deep" else "conv1",
         classifier="fc",
-    )
+        license="apache-2.0",  # the official CoTNet's
+    ).to_dict()
 
 
 class CoTNet(nn.Module):
@@ -99,33 +105,97 @@ class CoTNet(nn.Module):
         return [getattr(self, name) for name in self.stage_names]
 
     @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """Parameter groups by depth, for timm's layer-wise learning-rate decay."""
+        return dict(stem=r"^conv1|bn1|maxpool", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
+
+    @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
     @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.fc
+    def get_classifier(self, name_only: bool = False) -> nn.Module | str:
+        return "fc" if name_only else self.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for num_classes (0: none); global_pool None keeps the pooling."""
         self.num_classes = num_classes
         self.spec = self.spec.model_copy(update={"num_classes": num_classes})
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        pool_type = self.global_pool.pool_type if global_pool is None else global_pool
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool_type)
 
     def conv_bn_pairs(self) -> list[tuple[str, str]]:
         """The stem's last conv feeds bn1 (for cotsearch.optimize_for_inference)."""
         last = "conv1" if isinstance(self.conv1, nn.Conv2d) else f"conv1.{len(self.conv1) - 1}"
         return [(last, "bn1")]
 
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The feature maps of `feature_info` (stem, then each stage) that `indices` picks (None:
+        all; n: the last n; a list: those, negative from the end), with the final features
+        unless intermediates_only. stop_early skips the stages after the last one picked (the
+        final features are then that stage's). There is no final norm, so `norm` changes nothing."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt {output_fmt!r}: only NCHW")
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        intermediates = []
+        x = self.act1(self.bn1(self.conv1(x)))
+        if 0 in take_indices:
+            intermediates.append(x)
+        x = self.maxpool(x)
+        stages = self.stages()[:max_index] if stop_early else self.stages()
+        for index, stage in enumerate(stages, 1):
+            x = self.forward_stage(stage, x)
+            if index in take_indices:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages after the last feature `indices` picks (timm's feature getter calls
+        this), and the head. Returns the picked indices, counted from the start. The spec and
+        plan keep describing the whole network."""
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        for name in self.stage_names[max_index:]:
+            setattr(self, name, nn.Sequential())  # empty, so every loop over the stages still runs
+        if max_index == 0:
+            self.maxpool = nn.Identity()
+        prune_end = max_index < len(self.stage_names)
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+        return take_indices
+
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool(self.act1(self.bn1(self.conv1(x))))
 
+    def forward_stage(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        """One stage; with grad checkpointing, each block is a checkpoint."""
+        if self.grad_checkpointing:
+            for block in stage:
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+            return x
+        return stage(x)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_stem(x)
-        for stage in self.stages():
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = torch.utils.checkpoint.checkpoint_sequential(stage, len(stage), x, use_reentrant=False)
-            else:
-                x = stage(x)
+        # The stages by iterating the children: TorchScript unrolls that loop, but cannot look
+        # attributes up by a computed name (self.stages()), nor pass a module to a method.
+        for name, child in self.named_children():
+            if name in self.stage_names:
+                if torch.jit.is_scripting():
+                    x = child(x)
+                else:
+                    x = self.forward_stage(child, x)
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Registers every preset with timm, so `timm.create_model("cotnet50", num_classes=10)`
-and `features_only=True` work once cotsearch is imported.
+and `features_only=True` (any feature_cls: hook, fx, getter) work once cotsearch is imported.
 
 No weights can be downloaded; local ones load through timm's own mechanism:
 `timm.create_model("cotnet50", pretrained=True, pretrained_cfg_overlay=dict(file="model.safetensors"))`
@@ -13,10 +13,18 @@ from cotsearch.nn.model import CoTNet, default_cfg
 from cotsearch.arch.load import list_presets, load_spec
 
 default_cfgs: dict[str, dict] = {}  # read by timm's register_model
+GEOMETRY_FIELDS = ("input_size", "pool_size", "crop_pct", "mean", "std")  # what in_chans and input_size decide
 
 
-def _create(name: str, pretrained: bool = False, **kwargs) -> CoTNet:
-    return build_model_with_cfg(CoTNet, name, pretrained, spec=load_spec(name), **kwargs)
+def _create(name: str, pretrained: bool = False, pretrained_cfg_overlay: dict | None = None, **kwargs) -> CoTNet:
+    spec = load_spec(name)
+    overlay = dict(pretrained_cfg_overlay or {})
+    geometry = {k: kwargs[k] for k in ("input_size", "in_chans") if kwargs.get(k) is not None}
+    if geometry:  # the model takes another input: the cfg's fields that depend on it follow (the caller's win)
+        cfg = default_cfg(spec.model_copy(update=geometry))
+        overlay = {k: cfg[k] for k in GEOMETRY_FIELDS} | overlay
+    return build_model_with_cfg(CoTNet, name, pretrained, pretrained_cfg_overlay=overlay,
+                                feature_cfg=dict(out_indices=tuple(range(len(spec.stages) + 1))), spec=spec, **kwargs)
 
 
 def _register(name: str) -> None:
@@ -26,7 +34,7 @@ def _register(name: str) -> None:
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__
     entrypoint.__doc__ = f"cotsearch preset {name}"
-    default_cfgs[name] = dict(url="", **default_cfg(load_spec(name)))
+    default_cfgs[name] = default_cfg(load_spec(name))
     register_model(entrypoint)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +32,9 @@ from cotsearch.files import atomic_write_text
 from cotsearch.search.records import best_record, copy_best, open_study, records, write_trials_csv
 from cotsearch.search.searcher import StudySearcher, fail_interrupted, finished_trials, search_study
 from cotsearch.search.space import SearchSpace
+from cotsearch.search.rundir import prepare_run_dir
 from cotsearch.search.trial import run_trial
 
-SPACE_FILE = "space.json"
-MIN_FREE_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -50,34 +48,7 @@ class SearchOutcome:
     infeasible: int
 
 
-def prepare_run_dir(space: SearchSpace, run_dir: Path, resume: bool) -> SearchSpace:
-    """Create (or, resuming, check) the run directory; fail now, not after an hour of work,
-    when it cannot be written. Returns the space to run (resuming: the saved one, with
-    only the trial count taken from the command line)."""
-    saved = run_dir / SPACE_FILE
-    if resume:
-        if not saved.exists():
-            raise CotsearchError(f"--resume {run_dir}: not a cotsearch run directory (no {SPACE_FILE})")
-        old = SearchSpace.model_validate_json(saved.read_text())
-        if old.model_copy(update={"search": space.search}) != space:
-            raise CotsearchError(f"--resume {run_dir}: the space differs from the one this run was started with "
-                                 "(only --trials and the resources may change when resuming)")
-        space = old.model_copy(update={"search": space.search})
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise CotsearchError(f"--out {run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(saved, space.model_dump_json(indent=2, by_alias=True))
-    except OSError as e:
-        raise CotsearchError(f"--out {run_dir}: cannot write the run directory ({e.strerror})") from None
-    free = shutil.disk_usage(run_dir).free
-    if free < MIN_FREE_BYTES:
-        raise CotsearchError(f"--out {run_dir}: only {free / 2**20:.0f} MiB free on its disk; a search needs at least "
-                             f"{MIN_FREE_BYTES / 2**20:.0f} MiB for its trials' weights and records")
-    return space
-
-
-def _init_ray(address: str | None, space: SearchSpace) -> bool:
+def _init_ray(address: str | None) -> bool:
     """Join the cluster at `address` (or RAY_ADDRESS), or start a local one. True if started here."""
     address = address or os.environ.get("RAY_ADDRESS")
     logging.getLogger("ray").setLevel(logging.WARNING)
@@ -87,7 +58,8 @@ def _init_ray(address: str | None, space: SearchSpace) -> bool:
         if address:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         else:
-            ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+            # "local": a Ray of its own, even where another one runs on this machine
+            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
                      num_cpus=os.cpu_count())
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise CotsearchError(f"--address {address}: cannot join the Ray cluster ({str(e).splitlines()[0]})") from None
@@ -164,64 +136,103 @@ def _run_references(space: SearchSpace, run_dir: Path, trainable, console: Conso
     return done
 
 
+class SearchInterrupted(CotsearchError):
+    """Ctrl-C: the search stopped, its running trials recorded as interrupted."""
+
+
+def check_resources(space: SearchSpace) -> None:
+    """A trial needing more CPUs or GPUs than any node has would wait forever: say so now."""
+    cpus, gpus = space.search.cpus_per_trial, space.search.gpus_per_trial
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    if not any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+        raise CotsearchError(f"--cpus-per-trial {cpus:g} --gpus-per-trial {gpus:g}: no node of the Ray cluster has that "
+                             f"much (the largest has {largest.get('CPU', 0):g} CPUs and {largest.get('GPU', 0):g} GPUs)")
+
+
 def run_search(space: SearchSpace, run_dir: Path, resume: bool = False, address: str | None = None,
                console: Console | None = None) -> SearchOutcome:
     console = console or Console(stderr=True)
-    space.data_shape()  # a missing data set is reported now, before the run directory exists
-    space = prepare_run_dir(space, run_dir, resume)
+    space.data_shape()  # a missing data set is reported now, before anything is written
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Ray tables; our own progress lines
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops the search (see below)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = search_study(space, run_dir)
-    if resume:
-        interrupted = fail_interrupted(study)
-        console.print(f"resuming {run_dir}: {finished_trials(study)} trials finished, {interrupted} interrupted (run again first)")
-    started_ray = _init_ray(address, space)
+    started_ray = _init_ray(address)
     try:
-        searcher = StudySearcher(space, study, str(run_dir.resolve()))
-        remaining = space.search.trials - finished_trials(study)
-        trainable = tune.with_resources(
-            tune.with_parameters(run_trial, space_json=space.model_dump_json(by_alias=True), run_dir=str(run_dir.resolve())),
-            {"cpu": space.search.cpus_per_trial, "gpu": space.search.gpus_per_trial},
-        )
-        if remaining > 0:
-            scheduler = (ASHAScheduler(metric="val_top1", mode="max", max_t=space.train.epochs,
-                                       grace_period=min(space.search.grace_period, space.train.epochs),
-                                       reduction_factor=space.search.reduction_factor)
-                         if space.search.scheduler == "asha" else FIFOScheduler())
-            attempt = len(list(run_dir.glob("ray-search-*"))) + 1
-            progress = Progress(study, run_dir, console, space.search.trials)
-            console.print(f"search {space.name}: {remaining} trials to train in {run_dir} "
-                          f"({space.search.cpus_per_trial} CPU, {space.search.gpus_per_trial} GPU per trial)")
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
-                                            max_concurrent_trials=space.search.max_concurrent_trials),
-                run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name=f"ray-search-{attempt}",
-                                          verbose=0, callbacks=[progress],
-                                          failure_config=tune.FailureConfig(max_failures=space.search.max_retries)),
-            )
-            try:
-                tuner.fit()
-            except Exception as e:  # Ray may wrap an error of ours (e.g. every sample over budget)
-                raise _our_error(e) or e
-        references = _run_references(space, run_dir, trainable, console)
-        return finish(space, run_dir, study, references, console)
+        check_resources(space)
+        space, lock = prepare_run_dir(space, run_dir, resume)
+        try:
+            return _search(space, run_dir, resume, console)
+        finally:
+            lock.close()
     finally:
         if started_ray:
             ray.shutdown()
 
 
+def _search(space: SearchSpace, run_dir: Path, resume: bool, console: Console) -> SearchOutcome:
+    study = search_study(space, run_dir)
+    if resume:
+        interrupted = fail_interrupted(study)
+        console.print(f"resuming {run_dir}: {finished_trials(study)} trials finished, "
+                      f"{interrupted} interrupted (run again first)")
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, space_json=space.model_dump_json(by_alias=True), run_dir=str(run_dir.resolve())),
+        {"cpu": space.search.cpus_per_trial, "gpu": space.search.gpus_per_trial},
+    )
+    try:
+        _run_trials(space, run_dir, study, trainable, console)
+        references = _run_references(space, run_dir, trainable, console)
+    except KeyboardInterrupt:
+        interrupted = fail_interrupted(study)
+        write_trials_csv(study, run_dir / "trials.csv")
+        raise SearchInterrupted(f"interrupted: {finished_trials(study)} of {space.search.trials} trials finished, "
+                                f"{interrupted} stopped while running (they run again first when the search is "
+                                "resumed)") from None
+    return finish(space, run_dir, study, references, console)
+
+
+def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainable, console: Console) -> None:
+    """The searched trials still to run, on Ray Tune with ASHA (or FIFO)."""
+    remaining = space.search.trials - finished_trials(study)
+    if remaining <= 0:
+        return
+    scheduler = (ASHAScheduler(metric="val_top1", mode="max", max_t=space.train.epochs,
+                               grace_period=min(space.search.grace_period, space.train.epochs),
+                               reduction_factor=space.search.reduction_factor)
+                 if space.search.scheduler == "asha" else FIFOScheduler())
+    attempt = len(list(run_dir.glob("ray-search-*"))) + 1
+    progress = Progress(study, run_dir, console, space.search.trials)
+    console.print(f"search {space.name}: {remaining} trials to train in {run_dir} "
+                  f"({space.search.cpus_per_trial} CPU, {space.search.gpus_per_trial} GPU per trial)")
+    searcher = StudySearcher(space, study, str(run_dir.resolve()))
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+                                    max_concurrent_trials=space.search.max_concurrent_trials,
+                                    trial_dirname_creator=lambda trial: f"trial-{trial.config.get('number')}"),
+        run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name=f"ray-search-{attempt}",
+                                  verbose=0, callbacks=[progress],
+                                  failure_config=tune.FailureConfig(max_failures=space.search.max_retries)),
+    )
+    try:
+        tuner.fit()
+    except Exception as e:  # Ray may wrap an error of ours (e.g. every sample over budget)
+        raise _our_error(e) or e
+    searcher.drop_waiting()
+
+
 def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, references: list[dict], console: Console) -> SearchOutcome:
-    """Write trials.csv, best/, pareto.png; test the best model; print the top trials."""
-    from cotsearch.search.plot import plot_pareto
+    """Write trials.csv, best/ and the report; test the best model; print the top trials."""
+    from cotsearch.search.report import write_report
 
     write_trials_csv(study, run_dir / "trials.csv")
     rows = records(study)
-    plot_pareto(rows, references, run_dir / "pareto.png", space.budgets.model_dump())
     best = best_record(study)
     test_top1 = None
     if best is not None and (copy_best(run_dir, best) / "model.safetensors").exists():
         test_top1 = _test_best(space, run_dir / "best")
+    report = write_report(run_dir)
     table = Table(title=f"top trials of {space.name} (validation top-1; the test set is only used for the best)")
     for col in ("trial", "state", "val top-1", "MACs", "params", "latency ms", "choices"):
         table.add_column(col, justify="left" if col in ("state", "choices") else "right")
@@ -236,7 +247,7 @@ def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, references: l
                           f"{(ref['params'] or 0) / 1e6:.2f}M", "-" if ref.get("latency_ms") is None else f"{ref['latency_ms']:.2f}", "")
     Console(width=max(Console().width, 140)).print(table)
     counts = {s: sum(r.state == s for r in rows) for s in ("complete", "stopped", "failed", "infeasible", "interrupted")}
-    console.print(f"trials: {counts}; records in {run_dir / 'trials.csv'}, plot {run_dir / 'pareto.png'}")
+    console.print(f"trials: {counts}; records in {run_dir / 'trials.csv'}, report {report}")
     if best is None:
         console.print("no trial finished training: no best model")
     else:

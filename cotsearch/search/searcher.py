@@ -21,6 +21,8 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from cotsearch.arch.spec import BackboneSpec
+from cotsearch.cost.analytic import CostReport
 from cotsearch.errors import CotsearchError
 from cotsearch.search.records import FAILURE_NOTE, STUDY_NAME, TRAINED_STATES, open_study, study_storage, trial_dir
 from cotsearch.search.space import SearchSpace, price
@@ -75,14 +77,15 @@ class StudySearcher(Searcher):
         super().__init__(metric="val_top1", mode="max")
         self.space, self.study, self.run_dir = space, study, run_dir
         self.live: dict[str, optuna.Trial] = {}  # Ray trial id -> its Optuna trial, while it runs
+        self.waiting: tuple[optuna.Trial, BackboneSpec, CostReport] | None = None
 
     def __getstate__(self) -> dict:
         # Ray pickles the Tuner's arguments; the study (an open database) is reopened by the driver.
-        return {k: v for k, v in self.__dict__.items() if k not in ("study", "live")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("study", "live", "waiting")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.study, self.live = open_study(Path(self.run_dir)), {}
+        self.study, self.live, self.waiting = open_study(Path(self.run_dir)), {}, None
 
     def trained_specs(self) -> dict[str, optuna.trial.FrozenTrial]:
         """Spec hash -> the trial that trained it (complete or stopped by ASHA) in this run."""
@@ -91,22 +94,22 @@ class StudySearcher(Searcher):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         trained = self.trained_specs()
+        running = {t.user_attrs["spec_hash"] for t in self.live.values()}
+        repeats = 0
         for _ in range(self.space.search.max_infeasible):
-            trial = self.study.ask()
-            sampled = self.space.sample(trial)
-            started = time.perf_counter()
-            spec, cost, constraints, reason = price(self.space, sampled)
-            attrs = {"sampled": json.dumps(sampled), "constraints": constraints,
-                     "price_ms": (time.perf_counter() - started) * 1e3, "started_at": time.time()}
-            if spec is not None:
-                attrs.update(spec_hash=spec.spec_hash(), spec=spec.model_dump_json(), params_count=cost.params,
-                             macs=cost.macs, macs_conv=cost.macs_conv)
-            for key, value in attrs.items():
-                trial.set_user_attr(key, value)
-            for name, value in zip(self.space.budgets.names(), constraints):
-                if not (reason is None and name == "max_latency_ms"):  # measured on the trial's device
-                    trial.set_constraint(name, value)
-            if reason is None and spec.spec_hash() in trained:
+            if self.waiting is not None:  # drawn while the same spec was training
+                trial, spec, cost = self.waiting
+                if spec.spec_hash() in running:
+                    return None  # Ray asks again when a trial ends
+                self.waiting = None
+            else:
+                trial, spec, cost, reason = self.sample()
+                if reason is not None:
+                    trial.set_user_attr("state", "infeasible")
+                    trial.set_user_attr("reason", reason)
+                    self.study.tell(trial, worst_values(self.space, cost and cost.macs, cost and cost.params))
+                    continue
+            if spec.spec_hash() in trained:
                 # The sampler asked for a network this run already trained: tell it that
                 # result again rather than spend a worker on it.
                 earlier = trained[spec.spec_hash()]
@@ -114,16 +117,45 @@ class StudySearcher(Searcher):
                 trial.set_user_attr("reason", f"same spec as trial {earlier.number}")
                 trial.set_user_attr("val_top1", earlier.user_attrs.get("val_top1"))
                 self.study.tell(trial, result_values(self.space, earlier.user_attrs))
+                repeats += 1
                 continue
-            if reason is None:
-                trial.set_user_attr("on_ray", True)
-                self.live[trial_id] = trial
-                return {"number": trial.number, "spec": spec.model_dump_json(), "cost": cost.to_dict()}
-            trial.set_user_attr("state", "infeasible")
-            trial.set_user_attr("reason", reason)
-            self.study.tell(trial, worst_values(self.space, cost and cost.macs, cost and cost.params))
-        raise CotsearchError(f"{self.space.search.max_infeasible} samples in a row broke the budgets, were invalid "
-                             "or repeated trained specs; loosen the budgets or widen the space")
+            if spec.spec_hash() in running:
+                self.waiting = (trial, spec, cost)  # its result is known once that trial ends
+                return None
+            trial.set_user_attr("on_ray", True)
+            self.live[trial_id] = trial
+            return {"number": trial.number, "spec": spec.model_dump_json(), "cost": cost.to_dict()}
+        if repeats:  # the sampler finds only specs this run trained: the feasible space is spent
+            return Searcher.FINISHED
+        raise CotsearchError(f"{self.space.search.max_infeasible} samples in a row broke the budgets or were invalid; "
+                             "loosen the budgets or widen the space")
+
+    def sample(self) -> tuple[optuna.Trial, BackboneSpec | None, CostReport | None, str | None]:
+        """A new trial from the sampler, priced, with its record and constraints set."""
+        trial = self.study.ask()
+        sampled = self.space.sample(trial)
+        started = time.perf_counter()
+        spec, cost, constraints, reason = price(self.space, sampled)
+        attrs = {"sampled": json.dumps(sampled), "constraints": constraints,
+                 "price_ms": (time.perf_counter() - started) * 1e3, "started_at": time.time()}
+        if spec is not None:
+            attrs.update(spec_hash=spec.spec_hash(), spec=spec.model_dump_json(), params_count=cost.params,
+                         macs=cost.macs, macs_conv=cost.macs_conv)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        for name, value in zip(self.space.budgets.names(), constraints):
+            if not (reason is None and name == "max_latency_ms"):  # measured on the trial's device
+                trial.set_constraint(name, value)
+        return trial, spec, cost, reason
+
+    def drop_waiting(self) -> None:
+        """At the end of the search: a sample still waiting for its twin is not needed."""
+        if self.waiting is not None:
+            trial = self.waiting[0]
+            trial.set_user_attr("state", "duplicate")
+            trial.set_user_attr("reason", "drawn while the same spec trained; the search ended first")
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.waiting = None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         trial = self.live.get(trial_id)

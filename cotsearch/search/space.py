@@ -10,6 +10,7 @@ earlier parameters with `when` (it is only sampled when they have one of the giv
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 from functools import cached_property
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from cotsearch.cost.analytic import CostReport, estimate_cost
 from cotsearch.errors import SpecError
 from cotsearch.arch.spec import BackboneSpec, StrictModel
-from cotsearch.arch.load import load_spec
+from cotsearch.arch.load import list_presets, load_spec
 from cotsearch.arch.yaml_io import format_validation_error, read_yaml
 from cotsearch.data.shape import DataShape, data_shape
 from cotsearch.train.config import TrainConfig
@@ -96,9 +97,20 @@ class SearchSettings(StrictModel):
     max_retries: int = Field(1, ge=0, description="times Ray reruns a trial whose worker or node died")
     references: list[str] = Field(default_factory=list, description="presets trained with the same recipe, for comparison")
 
+    @field_validator("references")
+    @classmethod
+    def _known_presets(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name not in list_presets():
+                guess = difflib.get_close_matches(name, list_presets(), n=1)
+                hint = f"; did you mean {guess[0]!r}?" if guess else f"; presets: {', '.join(list_presets())}"
+                raise ValueError(f"{name!r} is not a preset{hint}")
+        return names
+
 
 class SearchSpace(StrictModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                      description="letters, digits, '_', '.', '-': it names the run directory under runs/")
     description: str | None = None
     base: str | BackboneSpec = Field(description="a preset name, a spec file, or an inline spec")
     params: dict[str, ParamSpec] = Field(min_length=1)
@@ -128,9 +140,14 @@ class SearchSpace(StrictModel):
         base = self.base_spec()
         seen: list[str] = []
         for path, param in self.params.items():
-            for name in (param.when or {}):
+            for name, wanted in (param.when or {}).items():
                 if name not in seen:
                     raise ValueError(f"params.{path}.when: {name!r} is not an earlier parameter")
+                choices = self.params[name].choice
+                unknown = [w for w in (wanted if isinstance(wanted, list) else [wanted]) if choices and w not in choices]
+                if unknown:
+                    raise ValueError(f"params.{path}.when: {unknown[0]!r} is not one of the choices of {name} "
+                                     f"{choices}, so the condition could never hold")
             values = param.choice if param.choice is not None else list(param.int_range or param.float_range)
             for value in values:
                 try:

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors
 
+from cotsearch.errors import CheckpointError
 from cotsearch.files import atomic_write_bytes
 
 
@@ -28,6 +29,15 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
     metadata = {"state": json.dumps(state), "param_groups": json.dumps(opt["param_groups"]),
                 "optim_scalars": json.dumps(scalars)}
     atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
+
+
+def checkpoint_state(path: str | Path) -> dict[str, Any]:
+    """The saved state (epoch, history, the run's identity) without loading any tensor."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {})["state"])
+    except (OSError, SafetensorError, KeyError, ValueError) as e:
+        raise CheckpointError(f"--checkpoint {path}: not a cotsearch training checkpoint ({type(e).__name__})") from None
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

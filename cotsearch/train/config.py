@@ -32,7 +32,7 @@ class TrainConfig(StrictModel):
     channels_last: bool = Field(True, description="channels_last memory format: faster convolutions and their "
                                 "backward on CPU (oneDNN) and GPU; see benchmarks/speed.py")
     seed: int = Field(0, ge=0)
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
     eval_batch_size: int = Field(512, ge=1)
 
     def peak_lr(self) -> float:

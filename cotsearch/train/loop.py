@@ -25,12 +25,12 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
-from cotsearch.train.checkpoint import load_checkpoint, save_checkpoint
-from cotsearch.data.splits import DataSplits
-from cotsearch.errors import DataError
-from cotsearch.cost.latency import resolve_device
-from cotsearch.nn.model import CoTNet, build_model
 from cotsearch.arch.spec import BackboneSpec
+from cotsearch.cost.latency import resolve_device
+from cotsearch.data.splits import DataSplits
+from cotsearch.errors import CheckpointError, DataError
+from cotsearch.nn.model import CoTNet, build_model
+from cotsearch.train.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
 from cotsearch.train.config import TrainConfig
 
 
@@ -139,14 +139,15 @@ def train(
     identity = {"spec": model.spec.spec_hash(), "config": config.fingerprint(), "data": data.name, "train_size": len(data.train)}
     start_epoch = 0
     if checkpoint is not None and Path(checkpoint).exists():
-        saved = load_checkpoint(checkpoint, model, optimizer)
-        if saved["identity"] == identity:
-            start_epoch = saved["epoch"]
-            result.history = [EpochMetrics(**e) for e in saved["history"]]
-            result.resumed_from_epoch = start_epoch
-        else:  # another run's checkpoint: start afresh rather than mix the two
-            model.init_weights(model.spec.zero_init_last)
-            optimizer = make_optimizer(model, config)
+        saved = checkpoint_state(checkpoint)
+        if saved.get("identity") != identity:  # never mix two runs' weights or recipes
+            what = [k for k in identity if saved.get("identity", {}).get(k) != identity[k]] or ["run"]
+            raise CheckpointError(f"--checkpoint {checkpoint}: saved by another run (its {', '.join(what)} differs); "
+                                  "use another path, or delete it to start afresh")
+        load_checkpoint(checkpoint, model, optimizer)
+        start_epoch = saved["epoch"]
+        result.history = [EpochMetrics(**e) for e in saved["history"]]
+        result.resumed_from_epoch = start_epoch
 
     for epoch in range(start_epoch, config.epochs):
         epoch_seed = config.seed * 100_003 + epoch
@@ -157,6 +158,8 @@ def train(
         began, seen, loss_sum = time.perf_counter(), 0, 0.0
         batches = data.train.batches(config.batch_size, shuffle=True, seed=epoch_seed, augment=config.augment)
         for step, (x, y) in enumerate(batches):
+            if len(y) == 1:
+                continue  # a last batch of one image: BatchNorm cannot take statistics over one value per channel
             x, y = x.to(device, memory_format=memory_format, non_blocking=True), y.to(device, non_blocking=True)
             target = y
             if mixup is not None:

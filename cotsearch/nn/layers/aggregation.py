@@ -12,8 +12,9 @@ is written here, never materialising the k*k-times larger tensor an unfold would
   with a hand-written backward that does the same (autograd through the loop would
   allocate a full-size zero gradient per tap and per slice);
 - CUDA: a Triton kernel (cotsearch.nn.layers.aggregation_triton), forward and backward;
-- under torch.compile / torch.export: a pure-functional pad-and-shift form that
-  inductor fuses into one loop and that exports to standard ONNX ops.
+- under torch.compile / torch.export / TorchScript: a pure-functional pad-and-shift form
+  that inductor fuses into one loop and that exports to standard ONNX ops (TorchScript
+  cannot compile the hand-written autograd function or the Triton kernels).
 """
 
 from __future__ import annotations
@@ -24,12 +25,16 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from cotsearch.nn.layers import aggregation_triton
+
 
 def local_aggregate(values: torch.Tensor, attn: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """values (N, C, H, W), attn (N, heads, k*k, H, W) with heads dividing C -> (N, C, H, W).
 
     Calls `local_aggregate_impl`, which cotsearch.cost.flops swaps for a FLOP-counted custom
     op while it measures."""
+    if torch.jit.is_scripting():
+        return local_aggregate_functional(values, attn, kernel_size)
     return local_aggregate_impl(values, attn, kernel_size)
 
 
@@ -43,11 +48,8 @@ def local_aggregate_dispatch(values: torch.Tensor, attn: torch.Tensor, kernel_si
     channels_last = values.is_contiguous(memory_format=torch.channels_last) and not values.is_contiguous()
     values, attn = values.contiguous(), attn.contiguous()
     out = None
-    if values.is_cuda:
-        from cotsearch.nn.layers import aggregation_triton
-
-        if aggregation_triton.available():
-            out = aggregation_triton.local_aggregate_triton(values, attn, kernel_size)
+    if values.is_cuda and aggregation_triton.available():
+        out = aggregation_triton.local_aggregate_triton(values, attn, kernel_size)
     if out is None:
         needs_grad = torch.is_grad_enabled() and (values.requires_grad or attn.requires_grad)
         out = ShiftedAggregate.apply(values, attn, kernel_size) if needs_grad else aggregate_shifted(values, attn, kernel_size)
@@ -143,11 +145,10 @@ def local_aggregate_functional(values: torch.Tensor, attn: torch.Tensor, kernel_
     pad = kernel_size // 2
     padded = split_heads(F.pad(values, (pad, pad, pad, pad)), attn.shape[1])
     attn = attn.to(values.dtype)
-    out = None
-    for tap in range(kernel_size * kernel_size):
-        i, j = divmod(tap, kernel_size)
-        term = padded[..., i : i + h, j : j + w] * attn[:, None, :, tap]
-        out = term if out is None else out + term
+    out = padded[..., :h, :w] * attn[:, None, :, 0]
+    for tap in range(1, kernel_size * kernel_size):
+        i, j = tap // kernel_size, tap % kernel_size
+        out = out + padded[..., i : i + h, j : j + w] * attn[:, None, :, tap]
     return out.reshape(n, c, h, w)
 
 

@@ -3,16 +3,21 @@ so that its checkpoints load by name: `key_embed`, `embed`, `conv1x1`, `bn`, `se
 
 from __future__ import annotations
 
-import itertools
-
 import torch
+import torch.fx
 import torch.nn.functional as F
+from timm.models import register_notrace_module
 from torch import nn
 
 from cotsearch.arch.plan import CoTPlan
 from cotsearch.nn.layers.aggregation import local_aggregate
 
+# A symbolic trace (torch.fx) records the aggregation as one call, so the traced graph runs the
+# same dispatch (fast CPU path, Triton kernels) as eager code.
+torch.fx.wrap("local_aggregate")
 
+
+@register_notrace_module  # timm's FX feature extraction keeps the layer whole: it runs as in eager code
 class CoTLayer(nn.Module):
     """Contextual Transformer layer, replacing the kxk conv of a bottleneck.
 
@@ -63,10 +68,18 @@ class CoTLayer(nn.Module):
         sum without the concatenation, which backward would otherwise keep (twice the layer's
         width); without one, the single conv on the concatenation is the faster."""
         conv = self.embed[0]
-        if not (torch.is_grad_enabled() and (x.requires_grad or keys.requires_grad or conv.weight.requires_grad)):
+        if not self.needs_grad(x, keys, conv.weight):
             return conv(self.query_key(x, keys))
         w_query, w_key = self.query_key_weights(conv.weight)
         return F.conv2d(x, w_query, conv.bias, groups=self.groups) + F.conv2d(keys, w_key, groups=self.groups)
+
+    def needs_grad(self, x: torch.Tensor, keys: torch.Tensor, weight: torch.Tensor) -> bool:
+        """Whether backward will run through the embedding. A symbolic trace (torch.fx) has no
+        gradients to look at (its inputs are Proxies) and records the plain concatenation."""
+        if not torch.jit.is_scripting():
+            if isinstance(x, torch.fx.Proxy):
+                return False
+        return torch.is_grad_enabled() and (x.requires_grad or keys.requires_grad or weight.requires_grad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         keys = self.key_embed(x)  # static context
@@ -76,30 +89,31 @@ class CoTLayer(nn.Module):
     def attention_maps(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """embed([x, keys]): heads * k*k maps, each normalised with its group."""
         attn = self.embed_query_key(x, keys)
-        for module in itertools.islice(self.embed, 1, None):  # not embed[1:]: that builds a module per call
-            attn = module(attn)
+        for i, module in enumerate(self.embed):  # not embed[1:]: that builds a module per call
+            if i > 0:
+                attn = module(attn)
         return attn
 
     def dynamic_context(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        """The values aggregated over each kxk window by the attention maps, then BN and SiLU."""
-        values = self.conv1x1(x)
-        b, c, h, w = values.shape
-        g = self.groups
-        # Each group of channels aggregates with its own heads // g maps.
-        attn = attn.reshape(b * g, self.heads // g, self.kernel_size * self.kernel_size, h, w)
-        dynamic = local_aggregate(values.reshape(b * g, c // g, h, w), attn, self.kernel_size)
-        return self.act(self.bn(dynamic.reshape(b, c, h, w)))
+        """The values aggregated over each kxk window by the attention maps, then BN and SiLU.
+        Shapes go through flatten / unflatten, never read: a symbolic trace cannot unpack them."""
+        g, k = self.groups, self.kernel_size
+        # Each group of channels aggregates with its own heads // g maps: the groups join the batch.
+        values = self.conv1x1(x).unflatten(1, [g, self.dim // g]).flatten(0, 1)
+        attn = attn.unflatten(1, [g, self.heads // g, k * k]).flatten(0, 1)
+        dynamic = local_aggregate(values, attn, k).unflatten(0, [-1, g]).flatten(1, 2)
+        return self.act(self.bn(dynamic))
 
     def fuse(self, dynamic: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Attention fusion: a softmax over the two contexts per channel, from their pooled sum.
         mean(K2 + K1) as two means and the weighted sum as one multiply-add: fewer full-size
         temporaries than the official expression, same numbers."""
-        b, c = dynamic.shape[:2]
         pooled = dynamic.mean((2, 3), keepdim=True) + keys.mean((2, 3), keepdim=True)
-        weights = self.se(pooled).reshape(b, c, 2).softmax(dim=2)
+        weights = self.se(pooled).reshape(-1, self.dim, 2).softmax(dim=2)
         return torch.addcmul(dynamic * weights[:, :, 0, None, None], keys, weights[:, :, 1, None, None])
 
 
+@register_notrace_module
 class CoXtLayer(CoTLayer):
     """CoTNeXt's layer: CoT with cardinality `plan.groups` (2 in the paper). The query-key
     embedding, value conv and aggregation run per group (the key conv's groups default to
@@ -108,8 +122,7 @@ class CoXtLayer(CoTLayer):
     def query_key(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """CoXt: queries and keys interleaved channel by channel (x0, k0, x1, k1, ...), so
         each group of the grouped embedding sees its own channels' queries and keys."""
-        b, c, h, w = x.shape
-        return torch.stack([x, keys], dim=2).reshape(b, 2 * c, h, w)
+        return torch.stack([x, keys], dim=2).flatten(1, 2)
 
     def query_key_weights(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Interleaved: even input channels are queries, odd ones keys."""

@@ -1,0 +1,81 @@
+"""The run directory of a search: created or checked before any work, and locked while a
+search runs in it, so a second process cannot run the same search at the same time."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from pathlib import Path
+from typing import IO, Any
+
+from cotsearch.errors import CotsearchError
+from cotsearch.files import atomic_write_text
+from cotsearch.search.space import SearchSpace
+
+SPACE_FILE = "space.json"
+LOCK_FILE = ".lock"
+MIN_FREE_BYTES = 256 * 2**20
+
+
+def first_difference(old: Any, new: Any, path: str = "") -> str | None:
+    """The dotted path of the first value that differs between two JSON-like documents."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            found = first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+        return None
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return next((f for i, (a, b) in enumerate(zip(old, new)) if (f := first_difference(a, b, f"{path}.{i}"))), None)
+    return None if old == new else (path or "the space")
+
+
+def lock_run_dir(run_dir: Path) -> IO:
+    """An exclusive lock on the run directory, held as long as the returned file is open
+    (the process's lifetime at most: the system drops the lock of a dead process, so a stale
+    lock never blocks a resume)."""
+    handle = open(run_dir / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise CotsearchError(f"{run_dir}: a search is already running in it ({owner}); "
+                             "wait for it to end or stop it, then resume") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
+def prepare_run_dir(space: SearchSpace, run_dir: Path, resume: bool) -> tuple[SearchSpace, IO]:
+    """Create (or, resuming, check) the run directory and lock it; fail now, not after an
+    hour of work, when it cannot be written. Returns the space to run (resuming: the saved
+    one, with the search settings taken from the command line) and the held lock."""
+    saved = run_dir / SPACE_FILE
+    if resume:
+        if not saved.exists():
+            raise CotsearchError(f"--resume {run_dir}: not a cotsearch run directory (no {SPACE_FILE})")
+        old = SearchSpace.model_validate_json(saved.read_text())
+        changed = first_difference(old.model_dump(mode="json", exclude={"search"}),
+                                   space.model_dump(mode="json", exclude={"search"}))
+        if changed is not None:
+            raise CotsearchError(f"--resume {run_dir}: {changed} differs from the space this run was started with "
+                                 "(only the search settings, such as --trials and the resources, may change)")
+        space = old.model_copy(update={"search": space.search})
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise CotsearchError(f"--out {run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock_run_dir(run_dir)
+        atomic_write_text(saved, space.model_dump_json(indent=2, by_alias=True))
+    except OSError as e:
+        raise CotsearchError(f"--out {run_dir}: cannot write the run directory ({e.strerror})") from None
+    free = shutil.disk_usage(run_dir).free
+    if free < MIN_FREE_BYTES:
+        raise CotsearchError(f"--out {run_dir}: only {free / 2**20:.0f} MiB free on its disk; a search needs at least "
+                             f"{MIN_FREE_BYTES / 2**20:.0f} MiB for its trials' weights and records")
+    return space, lock

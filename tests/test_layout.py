@@ -1,0 +1,85 @@
+"""The package's layers: imports only go downward, and what needs no model needs no torch."""
+
+import ast
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO, SPACES
+
+PACKAGE = REPO / "cotsearch"
+# Each folder (or top-level module) may import only from layers of a lower or equal rank.
+RANKS = {"errors": 0, "files": 0, "arch": 1, "nn": 2, "data": 2, "cost": 3, "train": 4, "export": 5, "search": 6,
+         "cli": 7}
+HEAVY = ("torch", "timm", "ray", "torchvision")
+
+
+def layer_of(module: str) -> str:
+    return module.split(".")[1]
+
+
+def imports_of(path) -> set[str]:
+    """Every cotsearch module a file imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cotsearch."):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("cotsearch.")}
+    return found
+
+
+def test_every_module_is_in_a_layer():
+    modules = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in PACKAGE.rglob("*.py")} - {"__init__"}
+    assert modules == set(RANKS)
+
+
+def test_imports_only_go_down_the_layers():
+    upward = []
+    for path in PACKAGE.rglob("*.py"):
+        if path == PACKAGE / "__init__.py":
+            continue  # the lazy public API names every layer, importing none
+        here = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        upward += [f"{path.relative_to(REPO)} imports {m}" for m in imports_of(path) if RANKS[layer_of(m)] > RANKS[here]]
+    assert not upward
+
+
+def modules_loaded_by(code: str) -> set[str]:
+    """The heavy libraries a fresh interpreter has loaded after running `code`."""
+    probe = f"{code}\nimport sys\nprint('loaded:', *(m for m in {HEAVY!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1].split()
+    assert last[0] == "loaded:", result.stdout[-300:]
+    return set(last[1:])
+
+
+def cli_code(*args) -> str:
+    return ("import sys\nfrom cotsearch.cli import main\n"
+            f"sys.argv = ['cotsearch', *{list(args)!r}]\ntry:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["presets"], ["schema"], ["profile", "cotnet50", "--analytic"],
+                                  ["profile", "se_cotnetd_152", "--analytic", "--json", "--input-size", "320"]])
+def test_commands_that_build_no_model_import_no_torch(args):
+    assert modules_loaded_by(cli_code(*args)) == set()
+
+
+def test_validating_and_pricing_specs_and_spaces_imports_no_torch():
+    code = f"""
+import optuna
+import cotsearch
+from cotsearch.search.space import load_space, price
+spec = cotsearch.load_spec("cotnet50")
+assert cotsearch.estimate_cost(spec).params == 22_222_416
+space = load_space({str(SPACES / "cot_block.yaml")!r})
+study = optuna.create_study()
+trial = study.ask()
+priced = price(space, space.sample(trial))
+assert priced[1].macs > 0
+"""
+    assert modules_loaded_by(code) == set()
+
+
+def test_the_api_loads_the_heavy_layers_on_demand():
+    assert modules_loaded_by("import cotsearch\ncotsearch.build_model") >= {"torch", "timm"}
