@@ -1,0 +1,254 @@
+"""`cotsearch report RUN_DIR`: a search as one self-contained HTML file (its figures embedded
+as base64 PNGs, so it opens offline and can be sent as it is) with the PNGs beside it.
+
+Everything is read from the run directory (study.db, space.json, references.json,
+best/result.json), so the report of a search still running works too: run it again for the
+latest. The search writes it at its end."""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import html
+import json
+import math
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from cotsearch.arch.spec import BackboneSpec
+from cotsearch.data.shape import DataShape
+from cotsearch.files import atomic_write_text, save_figure
+from cotsearch.search import plot
+from cotsearch.search.records import TrialRecord, best_record, open_study, records
+from cotsearch.search.space import SearchSpace
+
+REPORT = "report.html"
+SPACE_FILE = "space.json"  # the run's settings, as runner.py saves them
+# A trial measures its latency within seconds of starting (after loading its data); the
+# records keep when it started and how long it ran, not when it measured.
+LATENCY_WINDOW_S = 10.0
+TOP_TRIALS = 10
+STATES = ("complete", "stopped", "running", "failed", "interrupted", "infeasible", "duplicate")
+
+
+def write_report(run_dir: Path, output: Path | None = None) -> Path:
+    """Write the report of the run in `run_dir` (default: RUN_DIR/report.html) and its PNGs
+    beside it; returns the report's path."""
+    run_dir = Path(run_dir)
+    study = open_study(run_dir, must_exist=True)
+    space = SearchSpace.model_validate_json((run_dir / SPACE_FILE).read_text())
+    references_file = run_dir / "references.json"
+    references = json.loads(references_file.read_text()) if references_file.exists() else []
+    trials = study.get_trials(deepcopy=False)
+    rows = records(study)
+    shared = shared_latency(trials)
+    output = Path(output) if output is not None else run_dir / REPORT
+    importances, importance_note = param_importances(trials)
+    figures = {
+        "pareto": ("Validation top-1 against cost",
+                   ("Each trained trial at its MACs and measured latency; the line is the Pareto front. Samples "
+                    "over a budget were priced, never trained: they lie in the grey strip at their cost.")
+                   + (" Hollow points: latency measured while another trial ran on the same node (a neighbour's "
+                      "load makes it slower)." if shared else ""),
+                   plot.plot_pareto(rows, references, space.budgets.model_dump(), shared)),
+        "best_so_far": ("Best so far",
+                        ("Validation top-1 of every trained trial and the best fully trained one so far, by trial "
+                         "number and by time."),
+                        plot.plot_best_so_far(rows, finished_minutes(trials))),
+        "learning_curves": ("Learning curves",
+                            "Validation top-1 after each epoch; ASHA stops the trials that fall behind at its rungs.",
+                            plot.plot_learning_curves(learning_curves(trials), {r.trial: r.state for r in rows})),
+        "importances": ("Parameter importances", importance_note, plot.plot_importances(importances, importance_note)),
+        "choices": ("Top-1 per choice",
+                    ("Validation top-1 of the trained trials for each value of each parameter (red: stopped early "
+                     "by ASHA, so trained for fewer epochs)."),
+                    plot.plot_choices({name: p.labels() if p.choice is not None else None
+                                       for name, p in space.params.items()}, rows, choice_labels(space))),
+    }
+    sections = []
+    for name, (title, caption, fig) in figures.items():
+        path = output.parent / f"{name}.png"
+        save_figure(fig, path)
+        image = base64.b64encode(path.read_bytes()).decode("ascii")
+        sections.append(f'<h2>{_e(title)}</h2>\n<p class="note">{_e(caption)}</p>\n'
+                        f'<img alt="{_e(title)}" src="data:image/png;base64,{image}">')
+    best = best_record(study)
+    page = _page(space, run_dir, rows, references, shared, sections, best, _best_test_top1(run_dir, best))
+    atomic_write_text(output, page)
+    return output
+
+
+def shared_latency(trials: list[FrozenTrial]) -> set[int]:
+    """Trials whose latency was measured while another trial ran on the same node: one was
+    running when it started, or started within LATENCY_WINDOW_S after it."""
+    spans = []  # (number, node, start, end); a running trial's node is not recorded yet
+    for t in trials:
+        a = t.user_attrs
+        if "trial_started_at" in a and "duration_s" in a:
+            spans.append((t.number, a.get("node"), a["trial_started_at"], a["trial_started_at"] + a["duration_s"]))
+        elif t.state == TrialState.RUNNING and a.get("on_ray"):
+            spans.append((t.number, None, a["started_at"], math.inf))
+    return {number for number, node, start, _ in spans
+            if any(other != number and (None in (node, other_node) or node == other_node)
+                   and other_start < start + LATENCY_WINDOW_S and other_end > start
+                   for other, other_node, other_start, other_end in spans)}
+
+
+def learning_curves(trials: list[FrozenTrial]) -> dict[int, dict[int, float]]:
+    """Each trial's validation top-1 per epoch: what the searcher reported to Optuna, and its
+    last result (Ray gives a searcher no result for the epoch on which the scheduler stops a
+    trial, and multi-objective studies keep no intermediate values)."""
+    curves = {}
+    for t in trials:
+        curve = dict(t.intermediate_values)
+        epoch, top1 = t.user_attrs.get("epoch"), t.user_attrs.get("val_top1")
+        if epoch and top1 is not None:
+            curve.setdefault(epoch, top1)
+        if curve:
+            curves[t.number] = curve
+    return curves
+
+
+def finished_minutes(trials: list[FrozenTrial]) -> dict[int, float]:
+    """Minutes from the search's first trial to each trial's end."""
+    started = min((t.datetime_start for t in trials if t.datetime_start), default=None)
+    return {t.number: (t.datetime_complete - started).total_seconds() / 60 for t in trials if t.datetime_complete}
+
+
+def param_importances(trials: list[FrozenTrial]) -> tuple[dict[str, float] | None, str]:
+    """Optuna's PED-ANOVA importances of the parameters for validation top-1, over the fully
+    trained trials (as Optuna, it leaves out those stopped early); None and the reason when
+    there are too few."""
+    complete = [t for t in trials if t.user_attrs.get("state") == "complete"]
+    if len(complete) < 2:
+        return None, f"Parameter importances need at least 2 fully trained trials; the run has {len(complete)}."
+    study = optuna.create_study(direction="maximize")
+    study.add_trials([optuna.trial.create_trial(params=t.params, distributions=t.distributions,
+                                                value=t.user_attrs["val_top1"]) for t in complete])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)  # Optuna's "too few trials" warnings
+        values = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+    if caught:
+        return None, f"No parameter importances from {len(complete)} fully trained trials: {caught[0].message}"
+    return values, (f"PED-ANOVA importance of each parameter for reaching the top 10% of validation top-1, "
+                    f"over the {len(complete)} fully trained trials.")
+
+
+def choice_labels(space: SearchSpace) -> dict[str, dict]:
+    """A parameter's encoded choice (as Optuna stores it) -> its text: [cot, conv] -> cot+conv."""
+    return {name: {label: "+".join(map(str, value)) if isinstance(value, list) else str(value)
+                   for label, value in zip(p.labels(), p.choice)}
+            for name, p in space.params.items() if p.choice is not None}
+
+
+def spec_diff(space: SearchSpace, spec_json: str) -> str:
+    """A trial's spec as a unified diff against the space's base (fitted to the same data)."""
+    spec = BackboneSpec.model_validate_json(spec_json)
+    base = DataShape(spec.in_chans, spec.num_classes, spec.input_size).apply(space.base_spec())
+    base = base.model_copy(update={"name": spec.name})
+    return "\n".join(difflib.unified_diff(base.to_yaml().splitlines(), spec.to_yaml().splitlines(),
+                                          "base", spec.name or "trial", lineterm=""))
+
+
+def _best_test_top1(run_dir: Path, best: TrialRecord | None) -> float | None:
+    result = run_dir / "best" / "result.json"
+    if best is None or not result.exists():
+        return None
+    data = json.loads(result.read_text())
+    return data["test_top1"] if data.get("spec_hash") == best.spec_hash else None
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _mega(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value / 1e6:.{digits}f}M"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """An HTML table of cells that are already HTML."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _page(space: SearchSpace, run_dir: Path, rows: list[TrialRecord], references: list[dict], shared: set[int],
+          sections: list[str], best: TrialRecord | None, test_top1: float | None) -> str:
+    counts = {s: sum(r.state == s for r in rows) for s in STATES}
+    done = sum(counts[s] for s in ("complete", "stopped", "failed")) + sum(
+        r.state == "infeasible" and r.latency_ms is not None for r in rows)  # over the latency budget on Ray
+    banner = ""
+    if counts["running"] or done < space.search.trials:
+        banner = (f'<p class="banner">In progress or stopped early: {done} of {space.search.trials} trials finished, '
+                  f'{counts["running"]} running. Run <code>cotsearch report {_e(run_dir)}</code> again for the '
+                  f'latest.</p>')
+    labels = choice_labels(space)
+
+    def choices(r: TrialRecord) -> str:
+        return "<br>".join(f"{_e(k)} = {_e(labels.get(k, {}).get(v, v))}" for k, v in r.sampled.items())
+
+    def latency(value: float | None, number: int | None = None) -> str:
+        return "-" if value is None else f"{value:.2f}" + (" (shared node)" if number in shared else "")
+
+    trained = sorted((r for r in rows if r.trained and r.val_top1 is not None), key=lambda r: -r.val_top1)
+    top = [[str(r.trial), r.state, _pct(r.val_top1), str(r.epochs or "-"), _mega(r.macs, 1), _mega(r.params, 2),
+            latency(r.latency_ms, r.trial), choices(r)] for r in trained[:TOP_TRIALS]]
+    diffs = "".join(f"<details{' open' if i == 0 else ''}><summary>trial {r.trial}: spec against the base</summary>"
+                    f"{_diff_html(spec_diff(space, r.spec_json))}</details>"
+                    for i, r in enumerate(trained[:TOP_TRIALS]) if r.spec_json)
+    summary = ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s])
+    best_line = (f"Best: trial {best.trial}, validation top-1 {_pct(best.val_top1)}, test top-1 {_pct(test_top1)}, "
+                 f"{_mega(best.macs, 2)} MACs." if best else "No trial is fully trained yet.")
+    refs = _table(["preset", "val top-1", "epochs", "MACs", "params", "latency ms", "error"],
+                  [[_e(r["name"]), _pct(r.get("val_top1")), str(r.get("epoch") or "-"), _mega(r.get("macs"), 1),
+                    _mega(r.get("params"), 2), latency(r.get("latency_ms")), _e(r.get("error") or "")]
+                   for r in references]) if references else "<p>No reference presets in this run.</p>"
+    settings = yaml.safe_dump(json.loads(space.model_dump_json(by_alias=True)), sort_keys=False)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>cotsearch report: {_e(space.name)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em auto; max-width: 1280px; color: #222; }}
+img {{ display: block; max-width: 100%; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }}
+.note {{ color: #555; }} .banner {{ background: #fff4ce; padding: 0.6em; }}
+pre {{ background: #f6f6f6; padding: 0.6em; font-size: 0.85em; overflow-x: auto; }}
+.add {{ color: #1a7f37; }} .del {{ color: #cf222e; }}
+</style></head><body>
+<h1>Search {_e(space.name)}</h1>
+<p class="note">{_e(run_dir.resolve())}, report written {datetime.now():%Y-%m-%d %H:%M}.</p>
+{banner}
+<p>Trials: {_e(summary) or "none yet"}. {best_line}</p>
+{chr(10).join(sections)}
+<h2>Top trials</h2>
+{_table(["trial", "state", "val top-1", "epochs", "MACs", "params", "latency ms", "choices"], top)
+ if top else "<p>No trial trained yet.</p>"}
+{diffs}
+<h2>References</h2>
+<p class="note">The space's reference presets, trained with the same recipe.</p>
+{refs}
+<h2>Settings</h2>
+<p class="note">The run's space, recipe and search settings (space.json, shown as YAML).</p>
+<pre>{_e(settings)}</pre>
+</body></html>
+"""
+
+
+def _diff_html(diff: str) -> str:
+    if not diff:
+        return "<pre>the base spec itself</pre>"
+    lines = []
+    for line in diff.splitlines():
+        kind = "add" if line.startswith("+") else "del" if line.startswith("-") else ""
+        lines.append(f'<span class="{kind}">{_e(line)}</span>' if kind else _e(line))
+    return "<pre>" + "\n".join(lines) + "</pre>"
