@@ -25,10 +25,10 @@ from cotsearch.data.shape import DataShape
 from cotsearch.files import atomic_write_text, save_figure
 from cotsearch.search import plot
 from cotsearch.search.records import TrialRecord, best_record, open_study, records
+from cotsearch.search.rundir import SPACE_FILE
 from cotsearch.search.space import SearchSpace
 
 REPORT = "report.html"
-SPACE_FILE = "space.json"  # the run's settings, as runner.py saves them
 # A trial measures its latency within seconds of starting (after loading its data); the
 # records keep when it started and how long it ran, not when it measured.
 LATENCY_WINDOW_S = 10.0
