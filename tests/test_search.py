@@ -22,6 +22,8 @@ def test_small_search_writes_every_output(tmp_path, fake_fmnist):
     run_dir = tmp_path / "run"
     result = tune(str(write_space(tmp_path, fake_fmnist, trials=3)), "--out", str(run_dir), "--no-references")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "search: trial 0 started" in result.stderr and "epoch 1: val top-1" in result.stderr  # plain lines
+    assert "WARNING" not in result.stderr and "Traceback" not in result.stderr  # nothing a user can do nothing about
     table = rows(run_dir)
     trained = [r for r in table if r["state"] in ("complete", "stopped")]
     assert len(trained) == 3

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +28,10 @@ from cotsearch.arch.load import load_spec
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_text
-from cotsearch.search.records import best_record, copy_best, open_study, records, write_trials_csv
+from cotsearch.search.records import best_record, copy_best, records, write_trials_csv
 from cotsearch.search.searcher import StudySearcher, fail_interrupted, finished_trials, search_study
 from cotsearch.search.space import SearchSpace
+from cotsearch.search.progress import SearchProgress
 from cotsearch.search.rundir import prepare_run_dir
 from cotsearch.search.trial import run_trial
 
@@ -48,10 +48,18 @@ class SearchOutcome:
     infeasible: int
 
 
+def _without_notices(record: logging.LogRecord) -> bool:
+    """Drop Ray's notice that token authentication, its default, is on: nothing for a user
+    of cotsearch to do about it (setting RAY_AUTH_MODE would have to precede `import ray`)."""
+    return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
 def _init_ray(address: str | None) -> bool:
     """Join the cluster at `address` (or RAY_ADDRESS), or start a local one. True if started here."""
     address = address or os.environ.get("RAY_ADDRESS")
     logging.getLogger("ray").setLevel(logging.WARNING)
+    for handler in logging.getLogger("ray").handlers:
+        handler.addFilter(_without_notices)
     if ray.is_initialized():
         return False
     try:
@@ -66,68 +74,25 @@ def _init_ray(address: str | None) -> bool:
     return True
 
 
-class Progress(tune.Callback):
-    """A line whenever a trial starts or ends, with the counts and the best so far."""
-
-    def __init__(self, study: optuna.Study, run_dir: Path, console: Console, total: int):
-        self.study, self.run_dir, self.console = study, run_dir, console
-        self.total, self.running, self.started = total, 0, time.time()
-
-    def __getstate__(self) -> dict:
-        # Ray pickles the Tuner's state; the console and the study's engine are recreated.
-        return {k: v for k, v in self.__dict__.items() if k not in ("study", "console")}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.study, self.console = open_study(self.run_dir), Console(stderr=True)
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.running += 1
-        self.line(f"trial {trial.config.get('number', '?')} started")
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.running -= 1
-        write_trials_csv(self.study, self.run_dir / "trials.csv")
-        last = trial.last_result or {}
-        if last.get("failed"):
-            what = f"failed: {last['error']}"
-        elif last.get("infeasible"):
-            what = f"infeasible: {last['reason']}"
-        else:
-            what = f"val top-1 {last.get('val_top1', 0):.2%} after {last.get('epoch')} epochs"
-        self.line(f"trial {trial.config.get('number', '?')} {what}")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.running -= 1
-        write_trials_csv(self.study, self.run_dir / "trials.csv")
-        self.line(f"trial {trial.config.get('number', '?')} failed (its worker raised or died)")
-
-    def line(self, event: str) -> None:
-        rows = records(self.study)
-        count = {s: sum(r.state == s for r in rows) for s in ("complete", "stopped", "failed", "infeasible")}
-        best = max((r for r in rows if r.trained and r.val_top1 is not None), key=lambda r: r.val_top1, default=None)
-        best_text = f"best {best.val_top1:.2%} (trial {best.trial})" if best else "best -"
-        self.console.print(
-            f"[{time.time() - self.started:6.0f}s] {event} | done {count['complete'] + count['stopped']}"
-            f"/{self.total} (stopped early {count['stopped']}), running {self.running}, failed {count['failed']}, "
-            f"infeasible {count['infeasible']} | {best_text}", highlight=False, soft_wrap=True)
-
-
-def _run_references(space: SearchSpace, run_dir: Path, trainable, console: Console) -> list[dict]:
+def _run_references(space: SearchSpace, run_dir: Path, trainable, progress: SearchProgress) -> list[dict]:
     """Train the space's reference presets with the same recipe (Ray trials too)."""
     path = run_dir / "references.json"
     done = json.loads(path.read_text()) if path.exists() else []
     todo = [name for name in space.search.references if name not in {d["name"] for d in done}]
     if todo:
-        console.print(f"training the reference presets {', '.join(todo)} with the same recipe")
+        progress.console.print(f"training the reference presets {', '.join(todo)} with the same recipe")
         configs = []
         for name in todo:  # fitted to the data and priced here, as the searched trials are
             spec = space.data_shape().apply(load_spec(name))
             configs.append({"number": f"ref-{name}", "name": name, "spec": spec.model_dump_json(),
                             "cost": estimate_cost(spec).to_dict()})
         tuner = tune.Tuner(trainable, param_space={"reference": tune.grid_search(configs)},
-                           run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name="ray-references", verbose=0))
-        for result in tuner.fit():
+                           tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.config["reference"]["number"]),
+                           run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name="ray-references",
+                                                     verbose=0, callbacks=[progress]))
+        with progress.start("references", len(todo)):
+            results = tuner.fit()
+        for result in results:
             m = result.metrics or {}
             done.append({"name": result.config["reference"]["name"], "val_top1": m.get("val_top1"), "macs": m.get("macs"),
                          "params": m.get("params"), "latency_ms": m.get("latency_ms"), "epoch": m.get("epoch"),
@@ -180,9 +145,10 @@ def _search(space: SearchSpace, run_dir: Path, resume: bool, console: Console) -
         tune.with_parameters(run_trial, space_json=space.model_dump_json(by_alias=True), run_dir=str(run_dir.resolve())),
         {"cpu": space.search.cpus_per_trial, "gpu": space.search.gpus_per_trial},
     )
+    progress = SearchProgress(study, run_dir, console)
     try:
-        _run_trials(space, run_dir, study, trainable, console)
-        references = _run_references(space, run_dir, trainable, console)
+        _run_trials(space, run_dir, study, trainable, progress)
+        references = _run_references(space, run_dir, trainable, progress)
     except KeyboardInterrupt:
         interrupted = fail_interrupted(study)
         write_trials_csv(study, run_dir / "trials.csv")
@@ -192,7 +158,7 @@ def _search(space: SearchSpace, run_dir: Path, resume: bool, console: Console) -
     return finish(space, run_dir, study, references, console)
 
 
-def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainable, console: Console) -> None:
+def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainable, progress: SearchProgress) -> None:
     """The searched trials still to run, on Ray Tune with ASHA (or FIFO)."""
     remaining = space.search.trials - finished_trials(study)
     if remaining <= 0:
@@ -202,9 +168,8 @@ def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainabl
                                reduction_factor=space.search.reduction_factor)
                  if space.search.scheduler == "asha" else FIFOScheduler())
     attempt = len(list(run_dir.glob("ray-search-*"))) + 1
-    progress = Progress(study, run_dir, console, space.search.trials)
-    console.print(f"search {space.name}: {remaining} trials to train in {run_dir} "
-                  f"({space.search.cpus_per_trial} CPU, {space.search.gpus_per_trial} GPU per trial)")
+    progress.console.print(f"search {space.name}: {remaining} trials to train in {run_dir} "
+                           f"({space.search.cpus_per_trial} CPU, {space.search.gpus_per_trial} GPU per trial)")
     searcher = StudySearcher(space, study, str(run_dir.resolve()))
     tuner = tune.Tuner(
         trainable,
@@ -216,7 +181,8 @@ def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainabl
                                   failure_config=tune.FailureConfig(max_failures=space.search.max_retries)),
     )
     try:
-        tuner.fit()
+        with progress.start("search", space.search.trials, done=space.search.trials - remaining):
+            tuner.fit()
     except Exception as e:  # Ray may wrap an error of ours (e.g. every sample over budget)
         raise _our_error(e) or e
     searcher.drop_waiting()
@@ -231,11 +197,12 @@ def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, references: l
     best = best_record(study)
     test_top1 = None
     if best is not None and (copy_best(run_dir, best) / "model.safetensors").exists():
-        test_top1 = _test_best(space, run_dir / "best")
+        with console.status(f"testing the best model (trial {best.trial}) on the test set"):
+            test_top1 = _test_best(space, run_dir / "best")
     report = write_report(run_dir)
     table = Table(title=f"top trials of {space.name} (validation top-1; the test set is only used for the best)")
     for col in ("trial", "state", "val top-1", "MACs", "params", "latency ms", "choices"):
-        table.add_column(col, justify="left" if col in ("state", "choices") else "right")
+        table.add_column(col, justify="left" if col in ("state", "choices") else "right", no_wrap=True)
     trained = sorted((r for r in rows if r.trained), key=lambda r: -(r.val_top1 or 0))
     for r in trained[:8]:
         table.add_row(str(r.trial), r.state, f"{r.val_top1:.2%}", f"{(r.macs or 0) / 1e6:.1f}M", f"{(r.params or 0) / 1e6:.2f}M",
@@ -247,14 +214,14 @@ def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, references: l
                           f"{(ref['params'] or 0) / 1e6:.2f}M", "-" if ref.get("latency_ms") is None else f"{ref['latency_ms']:.2f}", "")
     Console(width=max(Console().width, 140)).print(table)
     counts = {s: sum(r.state == s for r in rows) for s in ("complete", "stopped", "failed", "infeasible", "interrupted")}
-    console.print(f"trials: {counts}; records in {run_dir / 'trials.csv'}, report {report}")
+    console.print(f"trials: {counts}; records in {run_dir / 'trials.csv'}, report {report}", soft_wrap=True)
     if best is None:
-        console.print("no trial finished training: no best model")
+        console.print("no trial finished training: no best model", soft_wrap=True)
     else:
         budget = space.budgets.max_macs
         console.print(f"best: trial {best.trial}, val top-1 {best.val_top1:.2%}, test top-1 "
                       f"{'-' if test_top1 is None else f'{test_top1:.2%}'}, {best.macs / 1e6:.2f} M MACs"
-                      f"{f' (budget {budget / 1e6:.1f} M)' if budget else ''} -> {run_dir / 'best'}")
+                      f"{f' (budget {budget / 1e6:.1f} M)' if budget else ''} -> {run_dir / 'best'}", soft_wrap=True)
     return SearchOutcome(run_dir, best and best.trial, best and best.val_top1, test_top1, best and best.macs,
                          finished_trials(study), counts["infeasible"])
 

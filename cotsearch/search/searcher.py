@@ -78,14 +78,21 @@ class StudySearcher(Searcher):
         self.space, self.study, self.run_dir = space, study, run_dir
         self.live: dict[str, optuna.Trial] = {}  # Ray trial id -> its Optuna trial, while it runs
         self.waiting: tuple[optuna.Trial, BackboneSpec, CostReport] | None = None
+        self.reported: dict[int, set[int]] = {}  # epochs already in each trial's learning curve
 
     def __getstate__(self) -> dict:
         # Ray pickles the Tuner's arguments; the study (an open database) is reopened by the driver.
-        return {k: v for k, v in self.__dict__.items() if k not in ("study", "live", "waiting")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("study", "live", "waiting", "reported")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.study, self.live, self.waiting = open_study(Path(self.run_dir)), {}, None
+        self.study, self.live, self.waiting, self.reported = open_study(Path(self.run_dir)), {}, None, {}
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the study in the run directory is the searcher's whole state."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: a resumed search reopens the study (see search_study)."""
 
     def trained_specs(self) -> dict[str, optuna.trial.FrozenTrial]:
         """Spec hash -> the trial that trained it (complete or stopped by ASHA) in this run."""
@@ -159,11 +166,19 @@ class StudySearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         trial = self.live.get(trial_id)
-        if trial is not None and "val_top1" in result and not result.get("failed") and not result.get("infeasible"):
-            trial.set_user_attr("val_top1", result["val_top1"])
-            trial.set_user_attr("epoch", result.get("epoch"))
-            if len(self.space.objectives) == 1:  # the learning curve (Optuna keeps it for one objective only)
-                trial.report(result["val_top1"], result["epoch"])
+        if trial is not None:
+            self.record_epoch(trial, result)
+
+    def record_epoch(self, trial: optuna.Trial, result: dict) -> None:
+        """An epoch's top-1 into the trial's record and learning curve (once per epoch: Ray
+        does not pass the result on which a scheduler stops a trial to on_trial_result)."""
+        if "val_top1" not in result or result.get("failed") or result.get("infeasible"):
+            return
+        trial.set_user_attr("val_top1", result["val_top1"])
+        trial.set_user_attr("epoch", result.get("epoch"))
+        if len(self.space.objectives) == 1 and result.get("epoch") not in self.reported.setdefault(trial.number, set()):
+            trial.report(result["val_top1"], result["epoch"])  # Optuna keeps curves for one objective only
+            self.reported[trial.number].add(result["epoch"])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self.live.pop(trial_id, None)
@@ -190,6 +205,7 @@ class StudySearcher(Searcher):
             trial.set_user_attr("reason", result["reason"])
             self.study.tell(trial, worst_values(self.space, result["macs"], result["params"], result.get("latency_ms")))
             return
+        self.record_epoch(trial, result)
         complete = result.get("epoch", 0) >= self.space.train.epochs
         trial.set_user_attr("state", "complete" if complete else "stopped")
         self.study.tell(trial, result_values(self.space, {**trial.user_attrs, **result}))

@@ -82,6 +82,19 @@ class TrialRecipe(TrainConfig):
         return TrainConfig.model_validate(self.model_dump(include=set(TrainConfig.model_fields)))
 
 
+PROXY_NAMES = ("naswot", "synflow", "snip", "grad_norm", "jacob_cov", "zico", "params", "macs")  # cotsearch.search.proxies
+
+
+class Prescreen(StrictModel):
+    """Zero-cost pre-screening: score a pool of random feasible samples with a proxy before
+    the search, then train only samples that score among the pool's best `keep` fraction
+    (the others are recorded as infeasible, like samples over a budget)."""
+
+    proxy: Literal[PROXY_NAMES] = Field(description="a proxy of cotsearch.search.proxies (higher is better)")
+    pool: int = Field(200, ge=2, le=100_000, description="random feasible samples scored before the search")
+    keep: float = Field(0.25, gt=0, le=1, description="fraction of the pool's distinct specs, best first, that may train")
+
+
 class SearchSettings(StrictModel):
     trials: int = Field(12, ge=1, le=100_000, description="trials to train (infeasible samples are extra)")
     sampler: Literal["tpe", "nsga2", "random"] | None = Field(None, description="null: tpe for one objective, nsga2 for several")
@@ -96,6 +109,7 @@ class SearchSettings(StrictModel):
     trial_timeout_s: float | None = Field(None, gt=0, description="a trial still running after this is failed")
     max_retries: int = Field(1, ge=0, description="times Ray reruns a trial whose worker or node died")
     references: list[str] = Field(default_factory=list, description="presets trained with the same recipe, for comparison")
+    prescreen: Prescreen | None = Field(None, description="zero-cost pre-screening of the samples; null: off")
 
     @field_validator("references")
     @classmethod

@@ -1,0 +1,46 @@
+"""What a search shows while it runs: a live bar on a terminal, plain lines elsewhere."""
+
+import io
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from rich.console import Console
+
+from cotsearch.search.progress import SearchProgress
+from cotsearch.search.records import STUDY_NAME, study_storage
+
+
+def fake_trial(number, **last):
+    return SimpleNamespace(config={"number": number}, last_result=last)
+
+
+def run_events(console, run_dir):
+    study = optuna.create_study(study_name=STUDY_NAME, storage=study_storage(run_dir))
+    trial = study.ask()
+    for key, value in {"state": "complete", "val_top1": 0.875, "on_ray": True}.items():
+        trial.set_user_attr(key, value)
+    progress = SearchProgress(study, run_dir, console)
+    with progress.start("search", total=3, done=1):
+        progress.on_trial_start(0, [], fake_trial(7))
+        progress.on_trial_result(0, [], fake_trial(7), {"epoch": 2, "val_top1": 0.5})
+        study.tell(trial, 0.875)
+        progress.on_trial_complete(0, [], fake_trial(7, epoch=3, val_top1=0.875))
+    return progress
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_every_trial_event_is_shown(tmp_path, terminal):
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=terminal, width=120, color_system=None)
+    progress = run_events(console, tmp_path)
+    text = out.getvalue()
+    for event in ("trial 7 started", "trial 7 epoch 2: val top-1 50.00%", "trial 7 val top-1 87.50% after 3 epochs"):
+        assert event in text
+    assert progress.done == 2 and (tmp_path / "trials.csv").exists()
+    if terminal:  # the live bar: done out of the total, and the best so far
+        assert "2/3" in text and "best 87.5% (#0)" in text
+    else:  # one plain line per event, each with the phase and the counts
+        lines = [line for line in text.splitlines() if "trial 7" in line]
+        assert len(lines) == 3 and all("search: " in line and "/3" in line for line in lines)
+        assert "done 2/3" in lines[-1] and "best 87.5% (#0)" in lines[-1]
