@@ -81,10 +81,9 @@ class CoTNet(nn.Module):
         self.act1 = act_layer(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, padding=1) if plan.stem.pool else nn.Identity()
         self.feature_info = [dict(num_chs=plan.stem.out_chs, reduction=plan.stem.reduction, module="act1")]
-        self.stage_names = []
+        self.stage_names = [stage.name for stage in plan.stages]
         for stage in plan.stages:
             self.add_module(stage.name, nn.Sequential(*(Bottleneck(block, act_layer) for block in stage.blocks)))
-            self.stage_names.append(stage.name)
             self.feature_info.append(dict(num_chs=stage.out_chs, reduction=stage.reduction, module=stage.name))
 
         self.num_features = self.head_hidden_size = spec.num_features
@@ -107,7 +106,7 @@ class CoTNet(nn.Module):
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, str]:
         """Parameter groups by depth, for timm's layer-wise learning-rate decay."""
-        return dict(stem=r"^conv1|bn1|maxpool", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
+        return {"stem": r"^conv1|bn1|maxpool", "blocks": r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)"}
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:

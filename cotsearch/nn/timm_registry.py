@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from timm.models import build_model_with_cfg, register_model
 
-from cotsearch.nn.model import CoTNet, default_cfg
 from cotsearch.arch.load import list_presets, load_spec
+from cotsearch.nn.model import CoTNet, default_cfg
 
 default_cfgs: dict[str, dict] = {}  # read by timm's register_model
 GEOMETRY_FIELDS = ("input_size", "pool_size", "crop_pct", "mean", "std")  # what in_chans and input_size decide
@@ -20,11 +20,12 @@ def _create(name: str, pretrained: bool = False, pretrained_cfg_overlay: dict | 
     spec = load_spec(name)
     overlay = dict(pretrained_cfg_overlay or {})
     geometry = {k: kwargs[k] for k in ("input_size", "in_chans") if kwargs.get(k) is not None}
-    if geometry:  # the model takes another input: the cfg's fields that depend on it follow (the caller's win)
+    if geometry:  # another input: the cfg's fields that depend on it follow (the caller's overlay still wins)
         cfg = default_cfg(spec.model_copy(update=geometry))
         overlay = {k: cfg[k] for k in GEOMETRY_FIELDS} | overlay
-    return build_model_with_cfg(CoTNet, name, pretrained, pretrained_cfg_overlay=overlay,
-                                feature_cfg=dict(out_indices=tuple(range(len(spec.stages) + 1))), spec=spec, **kwargs)
+    every_map = {"out_indices": tuple(range(len(spec.stages) + 1))}  # features_only's default (timm's assumes 5)
+    return build_model_with_cfg(CoTNet, name, pretrained, pretrained_cfg_overlay=overlay, feature_cfg=every_map,
+                                spec=spec, **kwargs)
 
 
 def _register(name: str) -> None:

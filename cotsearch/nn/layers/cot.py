@@ -76,7 +76,7 @@ class CoTLayer(nn.Module):
     def needs_grad(self, x: torch.Tensor, keys: torch.Tensor, weight: torch.Tensor) -> bool:
         """Whether backward will run through the embedding. A symbolic trace (torch.fx) has no
         gradients to look at (its inputs are Proxies) and records the plain concatenation."""
-        if not torch.jit.is_scripting():
+        if not torch.jit.is_scripting():  # noqa: SIM102 - TorchScript skips this block only as its own if
             if isinstance(x, torch.fx.Proxy):
                 return False
         return torch.is_grad_enabled() and (x.requires_grad or keys.requires_grad or weight.requires_grad)
