@@ -77,7 +77,7 @@ def variants():
 
 
 def built(name: str) -> torch.nn.Module:
-    model = cotsearch.build_model(name)
+    model = cotsearch.build_model(cotsearch.load_spec(name))
     LAYERS.extend(m for m in model.modules() if isinstance(m, CoTLayer))
     return model
 
@@ -91,7 +91,7 @@ def make_cases(group: str) -> list[Case]:
         return cases + [Case("cotnet50" + s, inference_step(model, x), ctx, vs="cotnet50") for s, ctx in variants()]
     x = torch.randn(128, 1, 28, 28)
     cases = [Case("cotnet_tiny", training_step(built("cotnet_tiny"), x, "adamw")),
-             Case("resnet_tiny", training_step(cotsearch.build_model("resnet_tiny"), x, "adamw"))]
+             Case("resnet_tiny", training_step(cotsearch.build_model(cotsearch.load_spec("resnet_tiny")), x, "adamw"))]
     return cases + [Case("cotnet_tiny" + s, training_step(built("cotnet_tiny"), x, "adamw"), ctx,
                          vs="cotnet_tiny") for s, ctx in variants()]
 

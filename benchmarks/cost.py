@@ -68,7 +68,7 @@ def main() -> None:
         print(f"pricing {p['space']}: {p['specs_per_s']:,.0f} specs/s ({p['ms_per_spec']:.3f} ms per spec)")
 
     models = {"resnet50 (timm)": timm.create_model("resnet50")}
-    models.update({name: cotsearch.build_model(name) for name in cotsearch.list_presets()})
+    models.update({name: cotsearch.build_model(cotsearch.load_spec(name)) for name in cotsearch.list_presets()})
     rounds: dict[str, list[float]] = {name: [] for name in models}
     for r in range(args.rounds):
         for name, model in models.items():
@@ -82,7 +82,7 @@ def main() -> None:
     print(f"\n{'model':18s} {'input':>7s} {'GMACs':>7s} {'median ms':>10s} {'x resnet50':>10s}")
     for name, times in rounds.items():
         ratio = median([t / b for t, b in zip(times, base)])
-        gmacs = 4.12 if "timm" in name else estimate_cost(name).macs / 1e9  # resnet50: the paper's figure
+        gmacs = 4.12 if "timm" in name else estimate_cost(cotsearch.load_spec(name)).macs / 1e9  # resnet50: the paper's figure
         size = models[name].pretrained_cfg["input_size"][-1]
         rows.append({"model": name, "input_size": size, "gmacs": gmacs, "median_ms": median(times),
                      "rounds_ms": times, "ratio_to_resnet50": ratio})

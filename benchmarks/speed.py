@@ -105,7 +105,7 @@ def onnx_step(model, x, threads: int):
 
 def make_cases(group: str, device: torch.device, args) -> list[Case]:
     cl = torch.channels_last
-    big = lambda: cotsearch.build_model("cotnet50").to(device)  # noqa: E731
+    big = lambda: cotsearch.build_model(cotsearch.load_spec("cotnet50")).to(device)  # noqa: E731
     r50 = lambda: timm.create_model("resnet50").to(device)  # noqa: E731
     unfold = lambda: use_aggregation(local_aggregate_unfold)  # noqa: E731
     if group.startswith("infer-b"):
@@ -136,7 +136,7 @@ def make_cases(group: str, device: torch.device, args) -> list[Case]:
                 Case("cotnet50 channels_last", training_step(big().to(memory_format=cl), xcl)),
                 Case("resnet50 channels_last", training_step(r50().to(memory_format=cl), xcl)),
                 Case("cotnet50 unfold aggregation", training_step(big(), x), unfold)]
-    tiny = lambda name: cotsearch.build_model(name).to(device)  # noqa: E731
+    tiny = lambda name: cotsearch.build_model(cotsearch.load_spec(name)).to(device)  # noqa: E731
     if group == "tiny-train-b128":
         x = torch.randn(128, 1, 28, 28, device=device)
         xcl = x.contiguous(memory_format=cl)

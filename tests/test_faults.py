@@ -31,22 +31,22 @@ def test_spec_too_big_for_the_device_is_refused_before_building(monkeypatch):
 
 
 @pytest.mark.slow
-def test_trial_out_of_memory_is_a_failed_trial(tmp_path, fake_fmnist):
+def test_trial_out_of_memory_is_a_failed_trial(tmp_path, fake_fmnist, ray_address):
     run_dir = tmp_path / "run"
     space = write_space(tmp_path, fake_fmnist, trials=2, train={"batch_size": 65536})
-    result = tune(str(space), "--out", str(run_dir), "--no-references")
+    result = tune(space, "--out", run_dir, "--no-references", "--address", ray_address)
     assert result.returncode == 0, result.stderr[-3000:]
     failed = [r for r in rows(run_dir) if r["state"] == "failed"]
     assert len(failed) == 2 and all("OutOfMemory" in r["reason"] and "too big for cpu" in r["reason"] for r in failed)
 
 
 @pytest.mark.slow
-def test_hung_trial_fails_at_its_timeout(tmp_path, fake_fmnist):
+def test_hung_trial_fails_at_its_timeout(tmp_path, fake_fmnist, ray_address):
     run_dir = tmp_path / "run"
     space = write_space(tmp_path, fake_fmnist, trials=2, train={"epochs": 200},
                         search={"max_retries": 0, "scheduler": "none"})  # no early stopping before the timeout
     started = time.time()
-    result = tune(str(space), "--out", str(run_dir), "--no-references", "--trial-timeout", "8")
+    result = tune(space, "--out", run_dir, "--no-references", "--trial-timeout", "8", "--address", ray_address)
     assert result.returncode == 0, result.stderr[-3000:]
     failed = [r for r in rows(run_dir) if r["state"] == "failed"]
     assert len(failed) == 2 and all("timeout: still running after the trial_timeout_s of 8 s" in r["reason"] for r in failed)
@@ -116,17 +116,31 @@ def test_interrupted_write_leaves_no_half_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporary left behind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data, extra, message", [
     ("cifar10:/nonexistent", [], "/nonexistent: no such folder; expected the cifar10 data set there"),
     ("folder:{tmp}/empty", [], "empty: no class folders"),
     (None, ["--cpus-per-trial", "100"], "--cpus-per-trial 100 --gpus-per-trial 0: no node of the Ray cluster has that"),
     (None, ["--gpus-per-trial", "1"], "--gpus-per-trial 1: no node of the Ray cluster has that much"),
 ])
-def test_a_search_that_cannot_run_stops_at_start_with_one_line(tmp_path, fake_fmnist, data, extra, message):
+def test_a_search_that_cannot_run_stops_at_start_with_one_line(tmp_path, fake_fmnist, ray_address, data, extra, message):
     (tmp_path / "empty").mkdir()
     space = write_space(tmp_path, fake_fmnist, trials=1)
     if data is not None:
         space.write_text(space.read_text().replace(f"fashion-mnist:{fake_fmnist}", data.format(tmp=tmp_path)))
-    result = tune(space, "--out", tmp_path / "run", "--no-references", *extra, timeout=120)
+    result = tune(space, "--out", tmp_path / "run", "--no-references", "--address", ray_address, *extra, timeout=120)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert result.stderr.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_resume_with_a_changed_space_names_the_field(tmp_path):
+    space = load_space(SPACES / "cot_stages.yaml")
+    _, lock = prepare_run_dir(space, tmp_path / "run", resume=False)
+    lock.close()
+    changed = space.model_copy(update={"train": space.train.model_copy(update={"epochs": 5})})
+    with pytest.raises(CotsearchError, match=r"--resume .*: train.epochs differs from the space this run was started with"):
+        prepare_run_dir(changed, tmp_path / "run", resume=True)
+    more_trials = space.model_copy(update={"search": space.search.model_copy(update={"trials": 40})})
+    resumed, lock = prepare_run_dir(more_trials, tmp_path / "run", resume=True)  # search settings may change
+    lock.close()
+    assert resumed.search.trials == 40

@@ -18,9 +18,10 @@ from helpers import cli, rows, tune, write_cifar, write_space
 
 pytestmark = pytest.mark.slow
 
-def test_small_search_writes_every_output(tmp_path, fake_fmnist):
+def test_small_search_writes_every_output(tmp_path, fake_fmnist, ray_address):
     run_dir = tmp_path / "run"
-    result = tune(str(write_space(tmp_path, fake_fmnist, trials=3)), "--out", str(run_dir), "--no-references")
+    result = tune(write_space(tmp_path, fake_fmnist, trials=3), "--out", run_dir, "--no-references",
+                  "--address", ray_address)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "search: trial 0 started" in result.stderr and "epoch 1: val top-1" in result.stderr  # plain lines
     assert "WARNING" not in result.stderr and "Traceback" not in result.stderr  # nothing a user can do nothing about
@@ -57,11 +58,11 @@ def estimate_macs(model):
     return estimate_cost(model.spec).macs
 
 
-def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, fake_fmnist):
+def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, fake_fmnist, ray_address):
     run_dir = tmp_path / "run"
     # lr 1e12 with plain SGD: the loss becomes NaN or infinite within the first steps.
     space = write_space(tmp_path, fake_fmnist, trials=2, train={"opt": "sgd", "lr": 1.0e12})
-    result = tune(str(space), "--out", str(run_dir), "--no-references")
+    result = tune(space, "--out", run_dir, "--no-references", "--address", ray_address)
     assert result.returncode == 0, result.stderr[-3000:]
     failed = [r for r in rows(run_dir) if r["state"] == "failed"]
     assert len(failed) == 2 and all("TrainingDiverged: loss is" in r["reason"] for r in failed)
@@ -110,11 +111,10 @@ def test_one_gpu_per_trial_with_two_gpus(tmp_path, fake_fmnist):
         assert len(overlapping) <= 2 and len(set(overlapping)) == len(overlapping)
 
 
-def start_search(space, run_dir, *extra):
-    """`cotsearch tune` in the background, in its own process group (with the local Ray it starts)."""
-    return subprocess.Popen([sys.executable, "-m", "cotsearch.cli", "tune", str(space), "--out", str(run_dir),
-                             "--no-references", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+def start_search(space, *args):
+    """`cotsearch tune SPACE ARGS` in the background, in a process session of its own."""
+    return subprocess.Popen([sys.executable, "-m", "cotsearch.cli", "tune", str(space), *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def wait_for_trials(proc, run_dir, finished: int, running: int, timeout=300) -> dict[int, float]:
@@ -154,38 +154,32 @@ def check_resumed_run(run_dir, trials: int, finished_before: dict[int, float]) -
         assert reruns[number].params == study.trials[number].params and reruns[number].user_attrs.get("state")
 
 
-def test_killed_search_resumes_without_losing_or_repeating(tmp_path, fake_fmnist):
+def test_a_stopped_search_resumes_without_losing_or_repeating(tmp_path, fake_fmnist, ray_address):
+    """Ctrl-C, then SIGKILL of the resumed run: each time the trials that finished are kept,
+    the interrupted ones run again first, a second process is refused while one runs, and the
+    run ends with exactly the trials asked for, no spec trained twice."""
     run_dir = tmp_path / "run"
-    space = write_space(tmp_path, fake_fmnist, trials=5, train={"epochs": 2})
-    proc = start_search(space, run_dir)
-    finished_before = wait_for_trials(proc, run_dir, finished=1, running=1)
-
-    second = tune(space, "--resume", run_dir, "--no-references")  # while the first still runs
+    space = write_space(tmp_path, fake_fmnist, trials=6, train={"epochs": 2})
+    args = ["--no-references", "--address", ray_address]
+    proc = start_search(space, "--out", run_dir, *args)
+    wait_for_trials(proc, run_dir, finished=1, running=1)
+    second = tune(space, "--resume", run_dir, *args)
     assert second.returncode == 2 and "a search is already running in it (pid" in second.stderr
 
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started; its lock goes with it
-    proc.wait()
-    result = tune(space, "--resume", run_dir, "--no-references")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "resuming" in result.stderr and "interrupted (run again first)" in result.stderr
-    check_resumed_run(run_dir, 5, finished_before)
-
-
-def test_ctrl_c_stops_the_search_and_says_how_to_resume(tmp_path, fake_fmnist):
-    run_dir = tmp_path / "run"
-    space = write_space(tmp_path, fake_fmnist, trials=5, train={"epochs": 2})
-    proc = start_search(space, run_dir)
-    finished_before = wait_for_trials(proc, run_dir, finished=1, running=1)
     proc.send_signal(signal.SIGINT)  # the driver alone, as Ctrl-C in a terminal reaches it
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert f"resume with: cotsearch tune {space} --resume {run_dir}" in err and "Traceback" not in err
-    assert "Tuner.restore" not in err and "training the reference presets" not in err
-    assert "interrupted" in {r["state"] for r in rows(run_dir)}
+    assert "Tuner.restore" not in err and "interrupted" in {r["state"] for r in rows(run_dir)}
 
-    result = tune(space, "--resume", run_dir, "--no-references")
+    proc = start_search(space, "--resume", run_dir, *args)
+    finished = wait_for_trials(proc, run_dir, finished=3, running=1)
+    os.killpg(proc.pid, signal.SIGKILL)  # no clean-up at all; its lock goes with it
+    proc.wait()
+    result = tune(space, "--resume", run_dir, *args)
     assert result.returncode == 0, result.stderr[-3000:]
-    check_resumed_run(run_dir, 5, finished_before)
+    assert "resuming" in result.stderr and "interrupted (run again first)" in result.stderr
+    check_resumed_run(run_dir, 6, finished)
 
 
 ONE_SPEC_SPACE = """
@@ -199,7 +193,7 @@ search: {{trials: 2, seed: 0, cpus_per_trial: 1, references: [cotnet_tiny]}}
 """
 
 
-def test_every_record_of_a_trial_describes_the_network_it_trained(tmp_path):
+def test_every_record_of_a_trial_describes_the_network_it_trained(tmp_path, ray_address):
     """The base spec has 1 channel at 28 px, the data 3 channels at 32 px: the study's spec
     and hash, the trial's spec.yaml and model file, best/ and the references all describe
     the one network that trained, fitted to the data."""
@@ -208,7 +202,7 @@ def test_every_record_of_a_trial_describes_the_network_it_trained(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(ONE_SPEC_SPACE.format(data=data))
     run_dir = tmp_path / "run"
-    result = tune(space, "--out", run_dir)
+    result = tune(space, "--out", run_dir, "--address", ray_address)
     assert result.returncode == 0, result.stderr[-3000:]
     trained = [r for r in records(open_study(run_dir)) if r.trained]
     assert len(trained) == 2

@@ -118,8 +118,9 @@ def expanded_size(node: yaml.Node, sizes: dict[int, int] | None = None) -> int:
 
 def parse_yaml(text: str, source: str) -> Any:
     """One YAML document, safely: no code, no duplicate keys, at most MAX_VALUES values."""
-    loader = StrictLoader(text)
+    loader = None
     try:
+        loader = StrictLoader(text)  # reads the first characters already: a bad one raises here
         node = loader.get_single_node()
         if node is not None and (size := expanded_size(node)) > MAX_VALUES:
             raise SpecError(f"{source}: the document expands to {size:,} values (aliases included); "
@@ -132,4 +133,5 @@ def parse_yaml(text: str, source: str) -> Any:
     except (yaml.YAMLError, RecursionError) as e:
         raise SpecError(f"{source}: invalid YAML: {type(e).__name__}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()

@@ -70,12 +70,16 @@ def prepare_run_dir(space: SearchSpace, run_dir: Path, resume: bool) -> tuple[Se
         raise CotsearchError(f"--out {run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        lock = lock_run_dir(run_dir)
-        atomic_write_text(saved, space.model_dump_json(indent=2, by_alias=True))
     except OSError as e:
         raise CotsearchError(f"--out {run_dir}: cannot write the run directory ({e.strerror})") from None
     free = shutil.disk_usage(run_dir).free
     if free < MIN_FREE_BYTES:
         raise CotsearchError(f"--out {run_dir}: only {free / 2**20:.0f} MiB free on its disk; a search needs at least "
                              f"{MIN_FREE_BYTES / 2**20:.0f} MiB for its trials' weights and records")
+    lock = lock_run_dir(run_dir)
+    try:
+        atomic_write_text(saved, space.model_dump_json(indent=2, by_alias=True))
+    except OSError as e:
+        lock.close()
+        raise CotsearchError(f"--out {run_dir}: cannot write the run directory ({e.strerror})") from None
     return space, lock

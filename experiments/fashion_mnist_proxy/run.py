@@ -24,7 +24,9 @@ sys.path.insert(0, str(HERE.parents[1] / "benchmarks"))
 from common import describe_machine  # noqa: E402
 
 from cotsearch.data.load import load_data  # noqa: E402
-from cotsearch.train.loop import TrainConfig, evaluate, model_for_data, train  # noqa: E402
+import cotsearch  # noqa: E402
+from cotsearch.train.config import TrainConfig  # noqa: E402
+from cotsearch.train.loop import evaluate, init_model, train  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +40,7 @@ def main() -> None:
     runs = []
     for name in args.models:
         config = TrainConfig(epochs=args.epochs, seed=0, device="cpu")
-        model = model_for_data(name, data, seed=config.seed)
+        model = init_model(data.shape.apply(cotsearch.load_spec(name)), seed=config.seed)
         started = time.time()
         per_epoch = []
 
