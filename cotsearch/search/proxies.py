@@ -52,6 +52,7 @@ def _saliency(weights: list[torch.Tensor], grads) -> float:
 
 
 def _gates(model: nn.Module) -> tuple[type, ...]:
+    """The activation modules whose inputs are NASWOT's units (see naswot)."""
     kinds = {nn.ReLU, nn.SiLU}
     if isinstance(getattr(model, "spec", None), BackboneSpec):
         kinds.add(get_act_layer(model.spec.act))

@@ -25,7 +25,7 @@ from cotsearch.export.model_file import save_model
 from cotsearch.files import atomic_write_text
 from cotsearch.search.records import FAILURE_NOTE, trial_dir
 from cotsearch.search.space import SearchSpace
-from cotsearch.train.loop import init_model, train
+from cotsearch.train.loop import evaluate, init_model, train
 
 _DATA_CACHE: dict = {}  # one load per worker process, reused by its later trials
 
@@ -60,7 +60,7 @@ def run_trial(config: dict, space_json: str, run_dir: str) -> None:
     started = time.time()
     torch.set_num_threads(max(1, int(space.search.cpus_per_trial)))
     reference = "reference" in config  # a preset trained with the same recipe, for comparison
-    config = config["reference"] if reference else config  # references come as a grid over whole configs
+    config = config["reference"] if reference else config.get("row", config)  # grids of whole configs
     spec, cost, number = BackboneSpec.model_validate_json(config["spec"]), CostReport.from_dict(config["cost"]), config["number"]
     out = trial_dir(run_dir, number)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,6 +76,8 @@ def run_trial(config: dict, space_json: str, run_dir: str) -> None:
     try:
         data = _data(space)
         config_train = space.train.train_config()
+        if "seed" in config:  # a sweep trains each spec with several seeds
+            config_train = config_train.model_copy(update={"seed": config["seed"]})
         device = resolve_device(config_train.device)
         check_fits(spec.name or str(number), cost, config_train.batch_size, device, training=True)
         model = init_model(spec, seed=config_train.seed)
@@ -93,8 +95,10 @@ def run_trial(config: dict, space_json: str, run_dir: str) -> None:
 
         def on_epoch(m) -> None:
             save_model(model, out / "model.safetensors", extra={**extra, "epoch": m.epoch, "val_top1": m.val_top1})
+            final = config.get("test") and m.epoch == config_train.epochs  # a sweep records the final model's test top-1
+            test = {"test_top1": evaluate(model, data.test, config_train, device)[1]} if final else {}
             report({"val_top1": m.val_top1, "val_loss": m.val_loss, "train_loss": m.train_loss, "epoch": m.epoch,
-                    "images_per_s": m.train_images_per_s, "latency_ms": latency, **costs})
+                    "images_per_s": m.train_images_per_s, "latency_ms": latency, **costs, **test})
 
         train(model, data, config_train, on_epoch=on_epoch, test=False)
     except Exception as e:  # noqa: BLE001 -- every failure is a result for the search, with its reason

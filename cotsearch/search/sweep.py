@@ -1,0 +1,282 @@
+"""`cotsearch sweep`: a tabular benchmark of a space (as NAS-Bench-201 is of its own). Many of
+its feasible specs, each trained with several seeds, by the search's own trial code
+(cotsearch.search.trial.run_trial) on Ray Tune, with the same resources, cluster support and
+failure handling as `tune`; specs are fitted to the data and priced here, as the searcher does.
+
+The output directory holds `rows/` (one JSON file per finished (spec, seed) row, written the
+moment the row ends, so a sweep killed at any point resumes with `--resume DIR` without
+training a finished row again; failed rows are run again), `proxies.json` (every spec's
+zero-cost proxies), `sweep.csv` (every row: the choices, spec hash, params, MACs, latency,
+validation top-1 after each epoch, test top-1 of the final model, proxies) and `edf.png`
+(the space's error distribution, pycls style).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+from matplotlib.figure import Figure
+from ray import tune
+from rich.console import Console
+
+from cotsearch.errors import CotsearchError
+from cotsearch.files import atomic_write_text, save_figure
+from cotsearch.search.records import FAILURE_NOTE, trial_dir
+from cotsearch.search.rundir import prepare_run_dir
+from cotsearch.search.runner import _init_ray, check_resources
+from cotsearch.search.prescreen import Candidate, feasible, random_candidates
+from cotsearch.search.space import SearchSpace
+from cotsearch.search.trial import run_trial
+
+MAX_ENUMERATED = 20_000  # --all: combinations of choices that may be enumerated
+FINISHED = ("complete", "infeasible")  # rows a resumed sweep keeps; failed ones run again
+ROWS, TABLE, PROXIES, EDF = "rows", "sweep.csv", "proxies.json", "edf.png"
+
+
+def enumerate_specs(space: SearchSpace) -> list[Candidate]:
+    """Every feasible spec of a space of choices, walked by Optuna's BruteForceSampler
+    (so `when` conditions hold as in a search); one candidate per distinct spec."""
+    ranged = [path for path, p in space.params.items() if p.choice is None]
+    if ranged:
+        raise CotsearchError(f"--all: {ranged[0]} is a range, not a choice; sample the space with --archs N")
+    combinations = int(np.prod([len(p.choice) for p in space.params.values()]))
+    if combinations > MAX_ENUMERATED:
+        raise CotsearchError(f"--all: up to {combinations:,} combinations of choices, more than {MAX_ENUMERATED:,}; "
+                             "sample the space with --archs N")
+    found: dict[str, Candidate] = {}
+
+    def visit(trial: optuna.Trial) -> float:
+        candidate = feasible(space, space.sample(trial))
+        if candidate is not None:
+            found.setdefault(candidate.spec.spec_hash(), candidate)
+        return 0.0
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.BruteForceSampler(seed=0)
+    optuna.create_study(sampler=sampler).optimize(visit)
+    return sorted(found.values(), key=lambda c: json.dumps(c.sampled, sort_keys=True))
+
+
+def sample_specs(space: SearchSpace, archs: int, seed: int) -> list[Candidate]:
+    """`archs` distinct feasible specs drawn at random (each parameter uniformly; infeasible
+    draws rejected, repeated specs drawn again): uniform over the feasible specs of a space
+    of choices without `when` conditions."""
+    found: dict[str, Candidate] = {}
+    misses = 0
+    for candidate in random_candidates(space, seed):
+        if len(found) == archs or misses == space.search.max_infeasible:
+            break
+        new = candidate is not None and candidate.spec.spec_hash() not in found
+        misses = 0 if new else misses + 1
+        if new:
+            found[candidate.spec.spec_hash()] = candidate
+    if len(found) < archs:
+        raise CotsearchError(f"--archs {archs}: only {len(found)} distinct feasible specs found in "
+                             f"{space.search.max_infeasible} draws in a row; ask for fewer, or use --all")
+    return list(found.values())
+
+
+def row_number(spec_hash: str, seed: int) -> str:
+    return f"{spec_hash}-s{seed}"
+
+
+def row_configs(candidates: list[Candidate], seeds: int, recipe_seed: int) -> list[dict]:
+    """run_trial's configs, one per (spec, seed): row seed s trains with recipe seed + s,
+    and the trial reports the final model's test top-1."""
+    return [{"number": row_number(c.spec.spec_hash(), s), "spec": c.spec.model_dump_json(), "cost": c.cost.to_dict(),
+             "seed": recipe_seed + s, "test": True,
+             "sweep": {"spec_hash": c.spec.spec_hash(), "seed": s, "choices": c.sampled}}
+            for c in candidates for s in range(seeds)]
+
+
+def score_proxies(space: SearchSpace, candidates: list[Candidate], out: Path, console: Console) -> dict[str, dict]:
+    """Every candidate's zero-cost proxies (seed 0, the first batch of the training split),
+    kept in proxies.json as each is scored, so a resumed sweep does not score it again."""
+    from cotsearch.data.load import load_data
+    from cotsearch.search.proxies import proxy_batch, score_spec
+
+    path = out / PROXIES
+    scores = json.loads(path.read_text()) if path.exists() else {}
+    todo = [c for c in candidates if c.spec.spec_hash() not in scores]
+    if not todo:
+        return scores
+    recipe = space.train
+    data = load_data(recipe.data, train_limit=recipe.train_limit, val_size=recipe.val_size, input_size=recipe.input_size)
+    x, y = proxy_batch(data, recipe.batch_size)
+    with console.status(f"scoring {len(todo)} specs with the zero-cost proxies") as status:
+        for i, c in enumerate(todo, 1):
+            scores[c.spec.spec_hash()] = score_spec(c.spec, x, y, device=recipe.device)[0]
+            atomic_write_text(path, json.dumps(scores, indent=1))
+            status.update(f"scored {i}/{len(todo)} specs with the zero-cost proxies")
+    return scores
+
+
+class RowWriter(tune.Callback):
+    """Writes each (spec, seed) row to rows/ as its trial ends, with its learning curve."""
+
+    def __init__(self, out: Path, proxies: dict[str, dict], console: Console, total: int):
+        self.out, self.proxies, self.console, self.total = out, proxies, console, total
+        self.curves: dict[str, dict[int, float]] = {}
+        self.started, self.done = time.time(), 0
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "console"}  # Ray pickles the Tuner's state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.console = Console(stderr=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "epoch" in result and not result.get("failed") and not result.get("infeasible"):
+            self.curves.setdefault(trial.trial_id, {})[result["epoch"]] = result["val_top1"]
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.on_trial_result(iteration, trials, trial, trial.last_result or {})
+        self.write(trial, trial.last_result or {})
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.write(trial, {"failed": True})
+
+    def write(self, trial, last: dict) -> None:
+        config = trial.config["row"]
+        number = config["number"]
+        meta = config["sweep"]
+        if last.get("failed"):
+            note = trial_dir(self.out, number) / FAILURE_NOTE
+            error = last.get("error") or (note.read_text().strip() if note.exists() else
+                                          "the trial's worker raised or died (see Ray's log)")
+            state = "failed"
+        else:
+            state, error = ("infeasible", last["reason"]) if last.get("infeasible") else ("complete", "")
+        curve = self.curves.pop(trial.trial_id, {})
+        row = {"spec_hash": meta["spec_hash"], "seed": meta["seed"], "state": state, **meta["choices"],
+               "params": config["cost"]["params"], "macs": config["cost"]["macs"], "latency_ms": last.get("latency_ms"),
+               **{f"val_top1_epoch_{e}": curve[e] for e in sorted(curve)},
+               "val_top1": curve[max(curve)] if curve else None, "test_top1": last.get("test_top1"),
+               "epochs": max(curve, default=0), "duration_s": last.get("duration_s"), "node": last.get("node"),
+               **self.proxies.get(meta["spec_hash"], {}), "error": error}
+        atomic_write_text(self.out / ROWS / f"{number}.json", json.dumps(row))
+        self.done += 1
+        what = error if state != "complete" else f"val top-1 {row['val_top1']:.2%}, test top-1 {row['test_top1']:.2%}"
+        self.console.print(f"[{time.time() - self.started:6.0f}s] {self.done}/{self.total} row {number} {state}: {what}",
+                           highlight=False, soft_wrap=True)
+
+
+def read_rows(out: Path) -> dict[str, dict]:
+    """Row number -> the row, of every row written so far."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted((out / ROWS).glob("*.json"))}
+
+
+def write_table(out: Path, rows: list[dict]) -> Path:
+    """sweep.csv: one line per row, the columns in first-seen order (epochs in order)."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), restval="")
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: (r["spec_hash"], r["seed"])):
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    atomic_write_text(out / TABLE, buffer.getvalue())
+    return out / TABLE
+
+
+def spec_errors(rows: list[dict]) -> dict[str, float]:
+    """Spec hash -> test error (1 - top-1), averaged over its finished seeds."""
+    by_spec: dict[str, list[float]] = {}
+    for r in rows:
+        if r["state"] == "complete" and r.get("test_top1") is not None:
+            by_spec.setdefault(r["spec_hash"], []).append(1.0 - float(r["test_top1"]))
+    return {h: float(np.mean(v)) for h, v in by_spec.items()}
+
+
+def _edf(ax, errors: list[float], label: str) -> None:
+    """pycls's EDF: the fraction of networks whose error is below x."""
+    if not errors:
+        return
+    xs = np.sort(errors)
+    ax.step(np.r_[xs[0], xs], np.arange(len(xs) + 1) / len(xs), where="post", label=f"{label} (n={len(xs)})")
+
+
+def plot_edf(rows: list[dict], params: list[str]) -> Figure:
+    """The error EDF of every spec, then one panel per parameter with a curve per value."""
+    errors = spec_errors(rows)
+    choice_of = {r["spec_hash"]: r for r in rows}
+    cols = min(3, len(params) + 1)
+    panels = len(params) + 1
+    fig = Figure(figsize=(4.2 * cols, 3.4 * -(-panels // cols)))
+    axes = fig.subplots(-(-panels // cols), cols, squeeze=False).ravel()
+    _edf(axes[0], list(errors.values()), "all specs")
+    axes[0].set_title("every spec")
+    for ax, param in zip(axes[1:], params):
+        values = sorted({str(choice_of[h].get(param, "")) for h in errors})
+        for value in values:
+            _edf(ax, [e for h, e in errors.items() if str(choice_of[h].get(param, "")) == value], value or "(unset)")
+        ax.set_title(param)
+    for ax in axes[:panels]:
+        ax.set_xlabel("test error (mean over seeds)")
+        ax.set_ylabel("cumulative fraction of specs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def run_sweep(space: SearchSpace, out: Path, archs: int | None, seeds: int, resume: bool = False,
+              address: str | None = None, proxies: bool = True, console: Console | None = None) -> Path:
+    """Train every row still to train (archs None: every feasible spec); returns sweep.csv."""
+    console = console or Console(stderr=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    candidates = enumerate_specs(space) if archs is None else sample_specs(space, archs, space.search.seed)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: our own lines, no Ray tables
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops the sweep; finished rows stay
+    started_ray = _init_ray(address)
+    try:
+        check_resources(space)
+        space, lock = prepare_run_dir(space, out, resume)
+        try:
+            scores = score_proxies(space, candidates, out, console) if proxies else {}
+            configs = row_configs(candidates, seeds, space.train.seed)
+            done = {n for n, row in read_rows(out).items() if row["state"] in FINISHED}
+            todo = [c for c in configs if c["number"] not in done]
+            console.print(f"sweep {space.name}: {len(candidates)} specs x {seeds} seeds; {len(configs) - len(todo)} "
+                          f"rows finished, {len(todo)} to train in {out}", highlight=False, soft_wrap=True)
+            if todo:
+                _train(space, out, todo, scores, console)
+        finally:
+            lock.close()
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    rows = list(read_rows(out).values())
+    save_figure(plot_edf(rows, list(space.params)), out / EDF)
+    return write_table(out, rows)
+
+
+def _train(space: SearchSpace, out: Path, todo: list[dict], scores: dict, console: Console) -> None:
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, space_json=space.model_dump_json(by_alias=True), run_dir=str(out.resolve())),
+        {"cpu": space.search.cpus_per_trial, "gpu": space.search.gpus_per_trial})
+    attempt = len(list(out.glob("ray-sweep-*"))) + 1
+    tuner = tune.Tuner(
+        trainable, param_space={"row": tune.grid_search(todo)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=space.search.max_concurrent_trials, reuse_actors=True,
+                                    trial_dirname_creator=lambda trial: trial.config["row"]["number"]),
+        run_config=tune.RunConfig(storage_path=str(out.resolve()), name=f"ray-sweep-{attempt}", verbose=0,
+                                  callbacks=[RowWriter(out, scores, console, len(todo))],
+                                  failure_config=tune.FailureConfig(max_failures=space.search.max_retries)))
+    tuner.fit()
+
