@@ -218,30 +218,155 @@ def tune(
     references: Annotated[Optional[bool], typer.Option(help="train the space's reference presets too")] = None,
 ):
     """Search a space of backbones with Optuna on Ray Tune, under the space's budgets."""
-    from datetime import datetime
-
-    from cotsearch.search.runner import SearchInterrupted, run_search
-    from cotsearch.search.space import SearchSpace, load_space
-
-    space = load_space(str(space_file))
-    search = {k: v for k, v in dict(trials=trials, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                                    max_concurrent_trials=max_concurrent, sampler=sampler, seed=seed,
-                                    trial_timeout_s=trial_timeout).items() if v is not None}
+    search = dict(trials=trials, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                  max_concurrent_trials=max_concurrent, sampler=sampler, seed=seed, trial_timeout_s=trial_timeout)
     if references is False:
         search["references"] = []
-    recipe = {k: v for k, v in dict(epochs=epochs, train_limit=train_limit, data=data, device=device).items() if v is not None}
-    space = _validated(SearchSpace, {**space.model_dump(by_alias=True, exclude={"base"}), "base": space.base,
-                                     "search": {**space.search.model_dump(), **search},
-                                     "train": {**space.train.model_dump(), **recipe}})
-    if resume is not None and out is not None and resume != out:
-        raise CotsearchError("give --resume RUN_DIR or --out DIR, not both")
-    run_dir = resume or out or Path("runs") / f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    space = _space_with(space_file, search, dict(epochs=epochs, train_limit=train_limit, data=data, device=device))
+    run_dir = _run_dir(space.name, out, resume)
+    from cotsearch.search.runner import SearchInterrupted, run_search  # Ray: only once the space is valid
+
     try:
         outcome = run_search(space, run_dir, resume=resume is not None, address=address, console=err_console)
     except SearchInterrupted as e:
         raise SearchInterrupted(f"{e}; resume with: cotsearch tune {space_file} --resume {run_dir}") from None
     if outcome.best_test_top1 is not None:
         console.print(f"best model: {run_dir / 'best' / 'model.safetensors'}  test top-1 {outcome.best_test_top1:.2%}")
+
+
+def _space_with(space_file: Path, search: dict, recipe: dict):
+    """A space file with the search settings and recipe fields the options give (None: the file's)."""
+    from cotsearch.search.space import SearchSpace, load_space
+
+    space = load_space(str(space_file))
+    search = {k: v for k, v in search.items() if v is not None}
+    recipe = {k: v for k, v in recipe.items() if v is not None}
+    return _validated(SearchSpace, {**space.model_dump(by_alias=True, exclude={"base"}), "base": space.base,
+                                    "search": {**space.search.model_dump(), **search},
+                                    "train": {**space.train.model_dump(), **recipe}})
+
+
+def _run_dir(name: str, out: Path | None, resume: Path | None) -> Path:
+    from datetime import datetime
+
+    if resume is not None and out is not None and resume != out:
+        raise CotsearchError("give --resume RUN_DIR or --out DIR, not both")
+    return resume or out or Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+@app.command()
+def sweep(
+    space_file: Annotated[Path, typer.Argument(metavar="SPACE", help="a search-space file, e.g. spaces/cot_placement.yaml")],
+    archs: Annotated[Optional[int], typer.Option(min=1, help="train this many random feasible specs of the space")] = None,
+    all_specs: Annotated[bool, typer.Option("--all", help="train every feasible spec (a space of choices only)")] = False,
+    seeds: Annotated[int, typer.Option(min=1, help="seeds per spec (row s trains with the recipe's seed + s)")] = 1,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="epochs per row")] = None,
+    train_limit: Annotated[Optional[int], typer.Option(min=1, help="training images per row (stratified subset)")] = None,
+    data: Annotated[Optional[str], typer.Option(help="the data set (see `cotsearch train --data`)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="output directory (default: runs/sweep-<space>-<date>)")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="continue the sweep in this directory (finished rows are kept)")] = None,
+    address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")] = None,
+    cpus_per_trial: Annotated[Optional[float], typer.Option(min=0.01)] = None,
+    gpus_per_trial: Annotated[Optional[float], typer.Option(min=0)] = None,
+    max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="rows training at once (default: as resources allow)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="the rows' device: auto, cpu or cuda")] = None,
+    proxies: Annotated[bool, typer.Option(help="score every spec with the zero-cost proxies first")] = True,
+):
+    """Train many specs of a space, each with several seeds: sweep.csv (a tabular benchmark) and edf.png."""
+    from cotsearch.search.runner import SearchInterrupted
+    from cotsearch.search.sweep import run_sweep
+
+    if (archs is None) == (not all_specs):
+        raise CotsearchError("give --archs N or --all, one of them")
+    space = _space_with(space_file, dict(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                                         max_concurrent_trials=max_concurrent),
+                        dict(epochs=epochs, train_limit=train_limit, data=data, device=device))
+    out_dir = _run_dir(f"sweep-{space.name}", out, resume)
+    try:
+        table = run_sweep(space, out_dir, archs, seeds, resume=resume is not None, address=address, proxies=proxies,
+                          console=err_console)
+    except KeyboardInterrupt:
+        raise SearchInterrupted(f"interrupted: the finished rows are kept in {out_dir}; resume with the same command "
+                                f"and --resume {out_dir} instead of --out") from None
+    console.print(f"wrote {table} and {table.parent / 'edf.png'}")
+
+
+@app.command()
+def proxies(
+    spec_or_space: Annotated[str, typer.Argument(metavar="SPEC_OR_SPACE", help="a preset, a spec file or a search-space file")],
+    sample: Annotated[int, typer.Option(min=1, help="for a space: score this many random feasible specs of it")] = 4,
+    data: Annotated[Optional[str], typer.Option(help="the data set (default: the space's, else fashion-mnist)")] = None,
+    batch_size: Annotated[int, typer.Option(min=4, help="images in the mini-batch (ZiCo splits it in two)")] = 64,
+    seed: Annotated[int, typer.Option(min=0, help="initial weights, batch and sample")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per spec")] = False,
+):
+    """Zero-cost proxies of untrained specs from one mini-batch, with params and MACs."""
+    from cotsearch.arch.load import load_spec
+    from cotsearch.arch.yaml_io import read_yaml
+    from cotsearch.search.space import PROXY_NAMES, TrialRecipe, load_space
+
+    path = Path(spec_or_space)
+    written = read_yaml(path) if path.is_file() else None
+    space = load_space(str(path)) if isinstance(written, dict) and "params" in written else None
+    base = None if space else load_spec(spec_or_space)  # a bad spec is reported before torch is imported
+    recipe = space.train if space else TrialRecipe()
+    import optuna
+
+    from cotsearch.data.load import load_data
+    from cotsearch.search.proxies import proxy_batch, score_spec
+    from cotsearch.search.runner import describe_choices
+    from cotsearch.search.sweep import sample_specs
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    splits = load_data(data or recipe.data, train_limit=recipe.train_limit, val_size=recipe.val_size,
+                       input_size=recipe.input_size)
+    if space is None:
+        specs = {spec_or_space: splits.shape.apply(base)}
+    else:
+        specs = {describe_choices(space.decode(c.sampled)): splits.shape.apply(c.spec)
+                 for c in sample_specs(space, sample, seed)}
+    x, y = proxy_batch(splits, batch_size, seed)
+    table = Table(title=f"zero-cost proxies ({splits.name}, batch {len(y)}, seed {seed}; higher is better)")
+    for col in ("spec", *PROXY_NAMES, "seconds"):
+        table.add_column(col, justify="left" if col == "spec" else "right", no_wrap=True)
+    for label, spec in specs.items():
+        scores, seconds = score_spec(spec, x, y, seed=seed, device=device)
+        if as_json:
+            print(json.dumps({"spec": label, "spec_hash": spec.spec_hash(), "scores": scores, "seconds": seconds}))
+        table.add_row(label, *(f"{scores[n]:.4g}" for n in PROXY_NAMES), f"{sum(seconds.values()):.1f}")
+    if not as_json:
+        Console(width=max(console.width, 160)).print(table)
+
+
+@app.command()
+def analyze(
+    search_dir: Annotated[Path, typer.Argument(help="a sweep of a space with the search's own recipe")],
+    reference_dir: Annotated[Path, typer.Argument(help="a sweep of the same space with a longer reference recipe")],
+    out: Annotated[Optional[Path], typer.Option(help="where analysis.md and its plots go (default: SEARCH_DIR's parent)")] = None,
+    runs: Annotated[int, typer.Option(min=1, help="seeds of each simulated search")] = 200,
+    budget: Annotated[Optional[int], typer.Option(min=1, help="trained trials per simulated search (default: the space's)")] = None,
+    named: Annotated[Optional[list[str]], typer.Option(help="NAME (a preset) or LABEL=V1,V2,... (a value per parameter, "
+                                                           "in order) to rank; repeatable")] = None,
+    prescreen: Annotated[Optional[list[str]], typer.Option(help="proxy for TPE with pre-screening; repeatable "
+                                                                "(default: each of them, params and MACs too)")] = None,
+    pool: Annotated[int, typer.Option(min=2, help="pre-screening: random draws scored")] = 200,
+    keep: Annotated[float, typer.Option(help="pre-screening: fraction of the pool's specs admitted")] = 0.25,
+):
+    """Does the search work? Proxies, recipes and simulated searches on two sweeps: analysis.md."""
+    import shlex
+
+    from cotsearch.search.analysis import analyze as write_analysis
+    from cotsearch.search.space import PROXY_NAMES, Prescreen
+
+    _validated(Prescreen, {"proxy": "macs", "pool": pool, "keep": keep})
+    for proxy in prescreen or []:
+        if proxy not in PROXY_NAMES:
+            raise CotsearchError(f"--prescreen {proxy}: not a proxy; expected one of {', '.join(PROXY_NAMES)}")
+    command = shlex.join(["cotsearch", *sys.argv[1:]])
+    report = write_analysis(search_dir, reference_dir, out or search_dir.resolve().parent, runs, budget, named,
+                            prescreen, pool, keep, command)
+    console.print(f"wrote {report}")
 
 
 @app.command()

@@ -95,7 +95,7 @@ SPACE = {
     "params": {"stages.1.blocks": {"choice": ["cot", "conv", ["cot", "conv"]]},
                "stages.2.blocks": {"choice": ["cot", "conv", "se_conv"]},
                "se_ratio": {"choice": [0.0, 0.25]}},
-    "budgets": {"max_macs": 28.0e6},
+    "budgets": {"max_macs": 29.5e6},  # 14 of its 18 specs fit: searches of up to 6 trials find new ones
     "train": {"epochs": 1, "val_size": 100, "batch_size": 50},
     "search": {"seed": 0, "cpus_per_trial": 1, "grace_period": 1},
 }

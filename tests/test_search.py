@@ -3,6 +3,7 @@ nodes, GPUs, failures, and resuming after the driver is killed."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,23 +24,23 @@ def test_small_search_writes_every_output(tmp_path, fake_fmnist, ray_address):
     result = tune(write_space(tmp_path, fake_fmnist, trials=3), "--out", run_dir, "--no-references",
                   "--address", ray_address)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "search: trial 0 started" in result.stderr and "epoch 1: val top-1" in result.stderr  # plain lines
+    assert re.search(r"search: trial \d+ started", result.stderr) and "epoch 1: val top-1" in result.stderr  # plain lines
     assert "WARNING" not in result.stderr and "Traceback" not in result.stderr  # nothing a user can do nothing about
     table = rows(run_dir)
     trained = [r for r in table if r["state"] in ("complete", "stopped")]
     assert len(trained) == 3
-    assert all(float(r["macs"]) <= 28e6 for r in trained)  # no trained trial breaks the budget
+    assert all(float(r["macs"]) <= 29.5e6 for r in trained)  # no trained trial breaks the budget
     assert all(r["spec_hash"] and r["node"] and r["duration_s"] and float(r["latency_ms"]) > 0 for r in trained)
     study = open_study(run_dir)
     infeasible = [r for r in records(study) if r.state == "infeasible"]
     assert infeasible  # the budget cuts this space: some samples are priced over it
     for r in infeasible:  # priced, never built: no files
-        assert r.macs > 28e6 and "over budget: max_macs" in r.reason
+        assert r.macs > 29.5e6 and "over budget: max_macs" in r.reason
         assert not (run_dir / "trials" / f"{r.trial:04d}").exists()
     assert all(t.user_attrs["price_ms"] < 1000 for t in study.trials)
     best = cotsearch.load_model(run_dir / "best" / "model.safetensors")
     assert best.spec == cotsearch.load_spec(run_dir / "best" / "spec.yaml")
-    assert estimate_macs(best) <= 28e6
+    assert estimate_macs(best) <= 29.5e6
     assert (run_dir / "pareto.png").stat().st_size > 10_000
     assert "test top-1" in result.stdout and json.loads((run_dir / "best" / "result.json").read_text())["test_top1"] > 0
 
@@ -106,9 +107,9 @@ def test_one_gpu_per_trial_with_two_gpus(tmp_path, fake_fmnist):
               t.user_attrs["gpu_ids"]) for t in study.trials if "trial_started_at" in t.user_attrs]
     assert len(spans) == 5
     assert all(gpu in ("0", "1") for _, _, gpu in spans)  # each trial sees exactly one GPU
-    for start, end, gpu in spans:
-        overlapping = [g for s, e, g in spans if s < end and e > start]  # itself included
-        assert len(overlapping) <= 2 and len(set(overlapping)) == len(overlapping)
+    for start, _, _ in spans:  # at each trial's start: who runs then (itself included), on which GPU
+        running = [g for s, e, g in spans if s <= start < e]
+        assert len(running) <= 2 and len(set(running)) == len(running)
 
 
 def start_search(space, *args):

@@ -24,8 +24,11 @@ from ray.tune.search import Searcher
 from cotsearch.arch.spec import BackboneSpec
 from cotsearch.cost.analytic import CostReport
 from cotsearch.errors import CotsearchError
+from cotsearch.search.prescreen import Candidate, Screen
 from cotsearch.search.records import FAILURE_NOTE, STUDY_NAME, TRAINED_STATES, open_study, study_storage, trial_dir
 from cotsearch.search.space import SearchSpace, price
+
+MAX_REPEATS = 50  # samples of specs this run already trained, in one suggest, after which the search ends
 
 # What a trial's worker reports and the study keeps of it.
 RESULT_ATTRS = ("val_top1", "epoch", "latency_ms", "node", "gpu_ids", "error", "duration_s", "train_loss",
@@ -78,6 +81,7 @@ class StudySearcher(Searcher):
         self.space, self.study, self.run_dir = space, study, run_dir
         self.live: dict[str, optuna.Trial] = {}  # Ray trial id -> its Optuna trial, while it runs
         self.waiting: tuple[optuna.Trial, BackboneSpec, CostReport] | None = None
+        self.screen = Screen(space, Path(run_dir)) if space.search.prescreen else None
         self.reported: dict[int, set[int]] = {}  # epochs already in each trial's learning curve
 
     def __getstate__(self) -> dict:
@@ -125,6 +129,8 @@ class StudySearcher(Searcher):
                 trial.set_user_attr("val_top1", earlier.user_attrs.get("val_top1"))
                 self.study.tell(trial, result_values(self.space, earlier.user_attrs))
                 repeats += 1
+                if repeats == MAX_REPEATS:
+                    return Searcher.FINISHED  # the sampler finds only specs this run trained: the space is spent
                 continue
             if spec.spec_hash() in running:
                 self.waiting = (trial, spec, cost)  # its result is known once that trial ends
@@ -132,8 +138,6 @@ class StudySearcher(Searcher):
             trial.set_user_attr("on_ray", True)
             self.live[trial_id] = trial
             return {"number": trial.number, "spec": spec.model_dump_json(), "cost": cost.to_dict()}
-        if repeats:  # the sampler finds only specs this run trained: the feasible space is spent
-            return Searcher.FINISHED
         raise CotsearchError(f"{self.space.search.max_infeasible} samples in a row broke the budgets or were invalid; "
                              "loosen the budgets or widen the space")
 
@@ -145,6 +149,8 @@ class StudySearcher(Searcher):
         spec, cost, constraints, reason = price(self.space, sampled)
         attrs = {"sampled": json.dumps(sampled), "constraints": constraints,
                  "price_ms": (time.perf_counter() - started) * 1e3, "started_at": time.time()}
+        if reason is None and self.screen is not None:  # scored by a zero-cost proxy; trained only if it passes
+            reason = self.screen.reject(Candidate(sampled, spec, cost))
         if spec is not None:
             attrs.update(spec_hash=spec.spec_hash(), spec=spec.model_dump_json(), params_count=cost.params,
                          macs=cost.macs, macs_conv=cost.macs_conv)
