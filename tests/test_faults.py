@@ -62,7 +62,7 @@ def test_killed_worker_node_ends_with_the_trial_retried_or_failed(tmp_path, fake
     cluster.wait_for_nodes()
     try:
         run_dir = tmp_path / "run"
-        space = write_space(tmp_path, fake_fmnist, trials=3, train={"epochs": 6})
+        space = write_space(tmp_path, fake_fmnist, trials=3, train={"epochs": 4})
         proc = subprocess.Popen([sys.executable, "-m", "cotsearch.cli", "tune", str(space), "--out", str(run_dir),
                                  "--no-references", "--address", cluster.address],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

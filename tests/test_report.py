@@ -53,7 +53,7 @@ def test_a_search_ends_with_a_self_contained_report(run_dir, tmp_path):
     trained = [r for r in records(study) if r.trained]
     assert len(trained) == 3 and all(f"<tr><td>{r.trial}</td>" in page for r in trained)
     assert page.count("spec against the base</summary>") == 3
-    assert "name: small" in page and "max_macs: 28000000.0" in page  # the run's settings
+    assert "name: small" in page and "max_macs: 29500000.0" in page  # the run's settings
     assert "In progress" not in page
 
     elsewhere = tmp_path / "shared" / "search.html"
