@@ -202,7 +202,7 @@ def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, references: l
     report = write_report(run_dir)
     table = Table(title=f"top trials of {space.name} (validation top-1; the test set is only used for the best)")
     for col in ("trial", "state", "val top-1", "MACs", "params", "latency ms", "choices"):
-        table.add_column(col, justify="left" if col in ("state", "choices") else "right", no_wrap=True)
+        table.add_column(col, justify="left" if col in ("state", "choices") else "right", no_wrap=col != "choices")
     trained = sorted((r for r in rows if r.trained), key=lambda r: -(r.val_top1 or 0))
     for r in trained[:8]:
         table.add_row(str(r.trial), r.state, f"{r.val_top1:.2%}", f"{(r.macs or 0) / 1e6:.1f}M", f"{(r.params or 0) / 1e6:.2f}M",
@@ -212,7 +212,8 @@ def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, references: l
         if ref.get("val_top1") is not None:
             table.add_row(f"ref {ref['name']}", "reference", f"{ref['val_top1']:.2%}", f"{(ref['macs'] or 0) / 1e6:.1f}M",
                           f"{(ref['params'] or 0) / 1e6:.2f}M", "-" if ref.get("latency_ms") is None else f"{ref['latency_ms']:.2f}", "")
-    Console(width=max(Console().width, 140)).print(table)
+    out = Console()
+    (out if out.is_terminal else Console(width=240)).print(table)  # in a file, one line per trial
     counts = {s: sum(r.state == s for r in rows) for s in ("complete", "stopped", "failed", "infeasible", "interrupted")}
     console.print(f"trials: {counts}; records in {run_dir / 'trials.csv'}, report {report}", soft_wrap=True)
     if best is None:
