@@ -7,7 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from cotsearch.arch.spec import BackboneSpec
+from cotsearch.arch.yaml_io import format_validation_error
 from cotsearch.errors import DataError, SpecError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -60,8 +63,8 @@ class DataShape:
         data.update(in_chans=self.in_chans, num_classes=self.num_classes, input_size=self.input_size)
         try:
             return BackboneSpec.model_validate(data)
-        except ValueError as e:
-            raise SpecError(f"{spec.name or 'spec'} on {self}: {e}") from None
+        except ValidationError as e:
+            raise SpecError(format_validation_error(e, f"{spec.name or 'spec'} on {self}", BackboneSpec)) from None
 
     def __str__(self) -> str:
         return f"{self.in_chans}x{self.input_size}x{self.input_size} images, {self.num_classes} classes"

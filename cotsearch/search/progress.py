@@ -18,7 +18,7 @@ from cotsearch.search.records import TRAINED_STATES, open_study, records, write_
 
 def trial_name(trial) -> str:
     """The trial's number in the study, or ref-NAME for a reference preset."""
-    config = trial.config.get("reference", trial.config)
+    config = trial.config.get("row", trial.config)
     return str(config.get("number", "?"))
 
 
@@ -85,14 +85,14 @@ class SearchProgress(tune.Callback):
         self.finished(f"trial {trial_name(trial)} failed (its worker raised or died)")
 
     def finished(self, text: str) -> None:
-        write_trials_csv(self.study, self.run_dir / "trials.csv")
+        rows = write_trials_csv(self.study, self.run_dir / "trials.csv")
         self.done += 1
         if self.bar is not None:
             self.bar.advance(self.task)
-        self.event(text)
+        self.event(text, rows)
 
-    def event(self, text: str) -> None:
-        rows = records(self.study)
+    def event(self, text: str, rows: list | None = None) -> None:
+        rows = records(self.study) if rows is None else rows
         count = {s: sum(r.state == s for r in rows) for s in ("complete", "stopped", "failed", "infeasible")}
         best = max((r for r in rows if r.state in TRAINED_STATES and r.val_top1 is not None),
                    key=lambda r: r.val_top1, default=None)

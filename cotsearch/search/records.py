@@ -11,8 +11,8 @@ from pathlib import Path
 
 import optuna
 
-from cotsearch.files import atomic_write_bytes, atomic_write_text
 from cotsearch.errors import CotsearchError
+from cotsearch.files import atomic_write_bytes, atomic_write_text
 
 STUDY_NAME = "cotsearch"
 TRAINED_STATES = ("complete", "stopped")  # "stopped": ended early by ASHA
@@ -79,7 +79,8 @@ def records(study: optuna.Study) -> list[TrialRecord]:
     return out
 
 
-def write_trials_csv(study: optuna.Study, path: Path) -> None:
+def write_trials_csv(study: optuna.Study, path: Path) -> list[TrialRecord]:
+    """trials.csv from the study; returns the records it wrote."""
     rows = records(study)
     param_names = sorted({k for r in rows for k in r.sampled})
     buffer = io.StringIO()
@@ -89,6 +90,7 @@ def write_trials_csv(study: optuna.Study, path: Path) -> None:
         writer.writerow([getattr(r, c) if getattr(r, c) is not None else "" for c in COLUMNS]
                         + [r.sampled.get(p, "") for p in param_names])
     atomic_write_text(path, buffer.getvalue())
+    return rows
 
 
 def best_record(study: optuna.Study) -> TrialRecord | None:

@@ -28,13 +28,12 @@ from cotsearch.arch.load import load_spec
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_text
+from cotsearch.search.progress import SearchProgress
 from cotsearch.search.records import best_record, copy_best, records, write_trials_csv
+from cotsearch.search.rundir import prepare_run_dir
 from cotsearch.search.searcher import StudySearcher, fail_interrupted, finished_trials, search_study
 from cotsearch.search.space import SearchSpace
-from cotsearch.search.progress import SearchProgress
-from cotsearch.search.rundir import prepare_run_dir
 from cotsearch.search.trial import run_trial
-
 
 
 @dataclass
@@ -84,17 +83,17 @@ def _run_references(space: SearchSpace, run_dir: Path, trainable, progress: Sear
         configs = []
         for name in todo:  # fitted to the data and priced here, as the searched trials are
             spec = space.data_shape().apply(load_spec(name))
-            configs.append({"number": f"ref-{name}", "name": name, "spec": spec.model_dump_json(),
+            configs.append({"reference": True, "number": f"ref-{name}", "name": name, "spec": spec.model_dump_json(),
                             "cost": estimate_cost(spec).to_dict()})
-        tuner = tune.Tuner(trainable, param_space={"reference": tune.grid_search(configs)},
-                           tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.config["reference"]["number"]),
+        tuner = tune.Tuner(trainable, param_space={"row": tune.grid_search(configs)},
+                           tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.config["row"]["number"]),
                            run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name="ray-references",
                                                      verbose=0, callbacks=[progress]))
         with progress.start("references", len(todo)):
             results = tuner.fit()
         for result in results:
             m = result.metrics or {}
-            done.append({"name": result.config["reference"]["name"], "val_top1": m.get("val_top1"), "macs": m.get("macs"),
+            done.append({"name": result.config["row"]["name"], "val_top1": m.get("val_top1"), "macs": m.get("macs"),
                          "params": m.get("params"), "latency_ms": m.get("latency_ms"), "epoch": m.get("epoch"),
                          "error": m.get("error")})
         atomic_write_text(path, json.dumps(done, indent=2))

@@ -17,12 +17,12 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from cotsearch.cost.analytic import CostReport, estimate_cost
-from cotsearch.errors import SpecError
-from cotsearch.arch.spec import BackboneSpec, StrictModel
 from cotsearch.arch.load import list_presets, load_spec
+from cotsearch.arch.spec import BackboneSpec, StrictModel
 from cotsearch.arch.yaml_io import format_validation_error, read_yaml
+from cotsearch.cost.analytic import CostReport, estimate_cost
 from cotsearch.data.shape import DataShape, data_shape
+from cotsearch.errors import SpecError
 from cotsearch.train.config import TrainConfig
 
 WIDTH_MULT = "width_mult"

@@ -29,10 +29,10 @@ from rich.console import Console
 
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_text, save_figure
+from cotsearch.search.prescreen import Candidate, feasible, random_candidates
 from cotsearch.search.records import FAILURE_NOTE, trial_dir
 from cotsearch.search.rundir import prepare_run_dir
 from cotsearch.search.runner import _init_ray, check_resources
-from cotsearch.search.prescreen import Candidate, feasible, random_candidates
 from cotsearch.search.space import SearchSpace
 from cotsearch.search.trial import run_trial
 

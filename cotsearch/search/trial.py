@@ -59,8 +59,8 @@ def run_trial(config: dict, space_json: str, run_dir: str) -> None:
     space = SearchSpace.model_validate_json(space_json)
     started = time.time()
     torch.set_num_threads(max(1, int(space.search.cpus_per_trial)))
-    reference = "reference" in config  # a preset trained with the same recipe, for comparison
-    config = config["reference"] if reference else config.get("row", config)  # grids of whole configs
+    config = config.get("row", config)  # references and sweep rows come as a grid over whole configs
+    reference = config.get("reference", False)  # a preset trained with the same recipe, for comparison
     spec, cost, number = BackboneSpec.model_validate_json(config["spec"]), CostReport.from_dict(config["cost"]), config["number"]
     out = trial_dir(run_dir, number)
     out.mkdir(parents=True, exist_ok=True)
