@@ -198,6 +198,10 @@ def train(
         print(json.dumps({"spec": backbone.name or spec, "data": splits.name, **result.to_dict()}))
 
 
+LATENCY_ISOLATED_HELP = ("measure each trial's latency with its node to itself: trials training there pause for "
+                         "it (about a second); default: measured beside them, and marked so")
+
+
 @app.command()
 def tune(
     space_file: Annotated[Path, typer.Argument(metavar="SPACE", help="a search-space file, e.g. spaces/cot_stages.yaml")],
@@ -216,14 +220,17 @@ def tune(
     device: Annotated[Optional[str], typer.Option(help="the trials' device: auto, cpu or cuda")] = None,
     trial_timeout: Annotated[Optional[float], typer.Option(min=1, help="fail a trial still running after this many seconds")] = None,
     references: Annotated[Optional[bool], typer.Option(help="train the space's reference presets too")] = None,
+    latency_isolated: Annotated[bool, typer.Option("--latency-isolated", help=LATENCY_ISOLATED_HELP)] = False,
 ):
     """Search a space of backbones with Optuna on Ray Tune, under the space's budgets."""
     search = dict(trials=trials, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                  max_concurrent_trials=max_concurrent, sampler=sampler, seed=seed, trial_timeout_s=trial_timeout)
+                  max_concurrent_trials=max_concurrent, sampler=sampler, seed=seed, trial_timeout_s=trial_timeout,
+                  latency_isolated=latency_isolated or None)
     if references is False:
         search["references"] = []
     space = _space_with(space_file, search, dict(epochs=epochs, train_limit=train_limit, data=data, device=device))
     run_dir = _run_dir(space.name, out, resume)
+    _check_before_ray(space, run_dir, resume is not None)
     from cotsearch.search.runner import SearchInterrupted, run_search  # Ray: only once the space is valid
 
     try:
@@ -244,6 +251,15 @@ def _space_with(space_file: Path, search: dict, recipe: dict):
     return _validated(SearchSpace, {**space.model_dump(by_alias=True, exclude={"base"}), "base": space.base,
                                     "search": {**space.search.model_dump(), **search},
                                     "train": {**space.train.model_dump(), **recipe}})
+
+
+def _check_before_ray(space, run_dir: Path, resume: bool) -> None:
+    """The mistakes found without torch or Ray (a missing data set, a run directory that
+    cannot be used), reported in a fraction of a second instead of after Ray has started."""
+    from cotsearch.search.rundir import check_run_dir
+
+    space.data_shape()
+    check_run_dir(space, run_dir, resume)
 
 
 def _run_dir(name: str, out: Path | None, resume: Path | None) -> Path:
@@ -271,17 +287,19 @@ def sweep(
     max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="rows training at once (default: as resources allow)")] = None,
     device: Annotated[Optional[str], typer.Option(help="the rows' device: auto, cpu or cuda")] = None,
     proxies: Annotated[bool, typer.Option(help="score every spec with the zero-cost proxies first")] = True,
+    latency_isolated: Annotated[bool, typer.Option("--latency-isolated", help=LATENCY_ISOLATED_HELP)] = False,
 ):
     """Train many specs of a space, each with several seeds: sweep.csv (a tabular benchmark) and edf.png."""
     from cotsearch.search.runner import SearchInterrupted
-    from cotsearch.search.sweep import run_sweep
+    from cotsearch.search.sweep_runner import run_sweep
 
     if (archs is None) == (not all_specs):
         raise CotsearchError("give --archs N or --all, one of them")
     space = _space_with(space_file, dict(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                                         max_concurrent_trials=max_concurrent),
+                                         max_concurrent_trials=max_concurrent, latency_isolated=latency_isolated or None),
                         dict(epochs=epochs, train_limit=train_limit, data=data, device=device))
     out_dir = _run_dir(f"sweep-{space.name}", out, resume)
+    _check_before_ray(space, out_dir, resume is not None)
     try:
         table = run_sweep(space, out_dir, archs, seeds, resume=resume is not None, address=address, proxies=proxies,
                           console=err_console)

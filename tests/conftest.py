@@ -1,6 +1,6 @@
 import pytest
 import torch
-from helpers import fake_images, write_idx
+from helpers import fake_images, tune, write_idx, write_space
 
 
 @pytest.fixture(autouse=True)
@@ -17,12 +17,23 @@ def fake_fmnist(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_address():
-    """One local Ray cluster (2 CPUs) for a module's searches: each `tune --address` joins it
-    instead of starting and stopping a Ray of its own."""
+    """One local Ray cluster (2 CPUs) for the session's searches: each `tune --address` joins
+    it instead of starting and stopping a Ray of its own."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
     yield cluster.address
     cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def small_search(tmp_path_factory, fake_fmnist, ray_address):
+    """One small real search (3 trials, 2 at a time, latency measured with the node to
+    itself), shared by the tests that only read its outputs: (run directory, finished process)."""
+    tmp = tmp_path_factory.mktemp("search")
+    result = tune(write_space(tmp, fake_fmnist, trials=3), "--out", tmp / "run", "--no-references", "--latency-isolated",
+                  "--address", ray_address)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "run", result

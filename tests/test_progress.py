@@ -44,3 +44,26 @@ def test_every_trial_event_is_shown(tmp_path, terminal):
         lines = [line for line in text.splitlines() if "trial 7" in line]
         assert len(lines) == 3 and all("search: " in line and "/3" in line for line in lines)
         assert "done 2/3" in lines[-1] and "best 87.5% (#0)" in lines[-1]
+
+
+def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_search():
+    """Ctrl-C raises KeyboardInterrupt where the driver is; where that is swallowed (as in a
+    __del__), Tune's next step raises it again, so the search stops all the same."""
+    import os
+    import signal
+    import time
+
+    from cotsearch.search.ctrl_c import CtrlC
+
+    ctrl_c = CtrlC()
+    before = signal.getsignal(signal.SIGINT)
+    with ctrl_c.handling():
+        ctrl_c.on_step_begin(0, [])  # no press yet: Tune goes on
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler raises here, at the latest
+        except KeyboardInterrupt:
+            pass  # lost, as a finalizer would lose it
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c.on_step_begin(1, [])
+    assert signal.getsignal(signal.SIGINT) is before  # the command's own handling is back

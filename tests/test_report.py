@@ -21,21 +21,18 @@ from PIL import Image
 
 from cotsearch.search.plot import STOPPED_COLOR, plot_learning_curves, plot_pareto
 from cotsearch.search.records import STUDY_NAME, best_record, open_study, records, study_storage
-from cotsearch.search.report import learning_curves, shared_latency, write_report
+from cotsearch.search.report import learning_curves, write_report
 from cotsearch.search.space import load_space, price
 
-from helpers import REPO, cli, tune, write_space
+from helpers import REPO, cli, write_space
 
 FIGURES = ("pareto", "best_so_far", "learning_curves", "importances", "choices")
 TAB_BLUE = np.array([31, 119, 180])  # matplotlib's first colour: the plots draw their data with it
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, fake_fmnist):
-    tmp = tmp_path_factory.mktemp("search")
-    result = tune(str(write_space(tmp, fake_fmnist, trials=3)), "--out", str(tmp / "run"), "--no-references")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return tmp / "run"
+def run_dir(small_search):
+    return small_search[0]
 
 
 @pytest.mark.slow
@@ -195,13 +192,13 @@ def midway(tmp_path_factory, fake_fmnist):
             study.tell(trial, top1 or 0.0)
 
     add("conv", "cot", 0.0, "complete", 0.7, 2, [0.5], on_ray=True, node="n1", trial_started_at=now - 100,
-        duration_s=60, latency_ms=5.0)
+        duration_s=60, latency_ms=5.0, latency_shared=True)
     add("cot", "cot", 0.0, "stopped", 0.3, 1, [], on_ray=True, node="n1", trial_started_at=now - 95, duration_s=20,
-        latency_ms=45.0)
+        latency_ms=45.0, latency_shared=True)
     add("conv", "se_conv", 0.25, "infeasible", reason="over budget: max_macs by +7.0%")
     add("cot", "conv", 0.0, "running", reported=[0.6], on_ray=True, started_at=now - 5)
     add("cot", "se_conv", 0.0, "failed", reported=[0.2], on_ray=True, node="n2", trial_started_at=now - 98,
-        duration_s=10, reason="TrainingDiverged: loss is nan")
+        duration_s=10, latency_ms=4.0, latency_shared=False, reason="TrainingDiverged: loss is nan")
     return run_dir
 
 
@@ -218,8 +215,8 @@ def test_report_of_a_search_midway(midway):
 
 def test_latency_is_marked_where_another_trial_shared_the_node(midway):
     study = open_study(midway)
-    shared = shared_latency(study.trials)
-    assert shared == {0, 1}  # not trial 4: it ran beside them, but on another node
+    shared = {r.trial for r in records(study) if r.latency_shared}
+    assert shared == {0, 1}  # as the trials recorded it (trial 4 measured alone)
     references = json.loads((midway / "references.json").read_text())
     macs, latency = plot_pareto(records(study), references, {"max_macs": 28e6}, shared).axes
     bottom, top = macs.get_ylim()

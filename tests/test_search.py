@@ -19,11 +19,8 @@ from helpers import cli, rows, tune, write_cifar, write_space
 
 pytestmark = pytest.mark.slow
 
-def test_small_search_writes_every_output(tmp_path, fake_fmnist, ray_address):
-    run_dir = tmp_path / "run"
-    result = tune(write_space(tmp_path, fake_fmnist, trials=3), "--out", run_dir, "--no-references",
-                  "--address", ray_address)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_small_search_writes_every_output(small_search, tmp_path):
+    run_dir, result = small_search
     assert re.search(r"search: trial \d+ started", result.stderr) and "epoch 1: val top-1" in result.stderr  # plain lines
     assert "WARNING" not in result.stderr and "Traceback" not in result.stderr  # nothing a user can do nothing about
     table = rows(run_dir)
@@ -31,6 +28,8 @@ def test_small_search_writes_every_output(tmp_path, fake_fmnist, ray_address):
     assert len(trained) == 3
     assert all(float(r["macs"]) <= 29.5e6 for r in trained)  # no trained trial breaks the budget
     assert all(r["spec_hash"] and r["node"] and r["duration_s"] and float(r["latency_ms"]) > 0 for r in trained)
+    assert {r["latency_shared"] for r in trained} == {"False"}  # --latency-isolated: each had the node to itself
+    assert json.loads((run_dir / "space.json").read_text())["search"]["latency_isolated"] is True
     study = open_study(run_dir)
     infeasible = [r for r in records(study) if r.state == "infeasible"]
     assert infeasible  # the budget cuts this space: some samples are priced over it
@@ -185,6 +184,9 @@ def test_a_stopped_search_resumes_without_losing_or_repeating(tmp_path, fake_fmn
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming" in result.stderr and "interrupted (run again first)" in result.stderr
     check_resumed_run(run_dir, 5, finished)
+    # Two trials at a time on one machine: a trial measures its latency while the other trains
+    # (trials train for longer than one takes to start), and its record says so.
+    assert "True" in {r["latency_shared"] for r in rows(run_dir) if r["state"] in ("complete", "stopped")}
 
 
 ONE_SPEC_SPACE = """

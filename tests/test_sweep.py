@@ -22,8 +22,9 @@ import cotsearch
 from cotsearch.search import analysis, proxies
 from cotsearch.search.prescreen import cutoff, random_candidates
 from cotsearch.search.searcher import StudySearcher
-from cotsearch.search.space import PROXY_NAMES, load_space
-from cotsearch.search.sweep import enumerate_specs, write_table
+from cotsearch.search.space import PROXY_NAMES, SearchSpace, load_space
+from cotsearch.search.sweep import enumerate_specs, make_row, read_rows, row_configs, write_table
+from cotsearch.search.trial import train_trial
 
 from helpers import SPACES, cli
 
@@ -245,13 +246,26 @@ def test_a_killed_sweep_resumes_without_training_a_finished_row_again(tmp_path, 
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert (out / "edf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / "edf.png").stat().st_size > 20_000
 
+    # The same row trained by the trial code without Ray (as the benchmark's rows were trained on
+    # a GPU machine that has no Ray) is the same row.
+    saved = SearchSpace.model_validate_json((out / "space.json").read_text())
+    config = next(c for c in row_configs(enumerate_specs(saved), 2, saved.train.seed) if c["number"] == f"{h}-s1")
+    results = []
+    train_trial(config, saved, str(tmp_path / "without-ray"), results.append, "here")
+    curve = {r["epoch"]: r["val_top1"] for r in results if "epoch" in r}
+    again = make_row(config, results[-1], curve, json.loads((out / "proxies.json").read_text()))
+    stored = read_rows(out)[f"{h}-s1"]
+    for key in ("state", "val_top1_epoch_1", "val_top1_epoch_2", "test_top1", "params", "macs", "naswot"):
+        assert again[key] == stored[key], key
+
 
 def test_a_failed_row_is_recorded_with_its_reason_and_not_counted_as_finished(tmp_path):
     from types import SimpleNamespace
 
     from rich.console import Console
 
-    from cotsearch.search.sweep import FINISHED, RowWriter, read_rows
+    from cotsearch.search.sweep import FINISHED
+    from cotsearch.search.sweep_runner import RowWriter
 
     config = {"number": "abc-s1", "cost": {"params": 10, "macs": 20},
               "sweep": {"spec_hash": "abc", "seed": 1, "choices": {"stages.3.blocks": "cot"}}}
@@ -308,6 +322,13 @@ def test_the_analysis_of_a_table_whose_answers_are_known(tmp_path, fake_fmnist):
     assert found["search recipe, val top-1 after epoch 1 (seed 0 alone)"] == pytest.approx((1, 1, 9))
     assert found["noise ceiling: reference test top-1, seed 0 against seed 1"] == pytest.approx((1, 1, 9))
     assert abs(found["synflow"][0]) < 1
+    noise, spread, pairs = analysis.seed_noise(bench)
+    assert noise == 0 and spread == pytest.approx(np.std(list(truth.values()), ddof=1)) and pairs == 9
+    # Each value's main effect: the mean top-1 of the specs with it, over the other parameter's values.
+    effects = {(p, v): (n, mean) for p, v, n, mean, _, _ in analysis.choice_effects(bench, list(space.params))}
+    for (param, value), (n, mean) in effects.items():
+        specs = [c.spec.spec_hash() for c in enumerate_specs(space) if c.sampled[param] == value]
+        assert n == len(specs) == 3 and mean == pytest.approx(np.mean([truth[h] for h in specs]))
 
     best = max(truth.values())
     # Without noise and with a budget of the whole table, every strategy ends with the best spec.

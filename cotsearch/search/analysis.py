@@ -115,6 +115,30 @@ class Bench:
         return np.array([np.mean([_number(r[column]) for r in self.search[h]]) for h in self.specs])
 
 
+def seed_noise(bench: Bench) -> tuple[float, float, int]:
+    """(standard deviation of one reference run's test top-1 around its spec's mean, estimated
+    from the specs with two seeds; standard deviation of the specs' mean top-1; pairs used)."""
+    first, second = _pairs(bench.reference, bench.specs, "test_top1")
+    noise = float(np.std(first - second, ddof=1) / math.sqrt(2)) if len(first) >= 2 else float("nan")
+    return noise, float(np.std(bench.truth(), ddof=1)), len(first)
+
+
+def choice_effects(bench: Bench, params: list[str]) -> list[tuple[str, str, int, float, float, float]]:
+    """(parameter, value, specs, mean reference top-1, its 95% CI half-width, mean search val
+    top-1) for every value of every parameter: on an exhaustive table of a space of choices,
+    each value's mean is over every combination of the other choices (a main effect)."""
+    truth, val = bench.truth(), bench.search_mean("val_top1")
+    found = []
+    for param in params:
+        values = [str(bench.reference[h][0].get(param, "")) for h in bench.specs]
+        for value in sorted(set(values)):
+            pick = np.array([v == value for v in values])
+            n = int(pick.sum())
+            ci = 1.96 * float(np.std(truth[pick], ddof=1)) / math.sqrt(n) if n > 1 else float("nan")
+            found.append((param, value, n, float(truth[pick].mean()), ci, float(val[pick].mean())))
+    return found
+
+
 def _pairs(table: dict[str, list[dict]], specs: list[str], column: str) -> tuple[np.ndarray, np.ndarray]:
     """(seed-0 run, seed-1 run) of `column` for the specs with two seeds or more."""
     twice = [sorted(table[h], key=lambda r: int(r["seed"]))[:2] for h in specs if len(table[h]) >= 2]
@@ -281,18 +305,19 @@ def named_specs(space: SearchSpace, bench: Bench, named: list[str]) -> dict[str,
 def plot_curves(outcomes: list[Outcome], truth: np.ndarray, named: dict[str, float]) -> Figure:
     """Reference top-1 of the chosen spec (95% CI of the mean), regret and how often it is
     in the top 5%, against the number of trained trials."""
-    fig = Figure(figsize=(14, 4.2))
+    fig = Figure(figsize=(16, 4.2))
     axes = fig.subplots(1, 3)
     top = np.sort(truth)[::-1][math.ceil(TOP_FRACTION * len(truth)) - 1]
-    for outcome in outcomes:
+    for i, outcome in enumerate(outcomes):
         runs, budget = outcome.top1.shape
         trials = np.arange(1, budget + 1)
         mean = outcome.top1.mean(0)
         half = 1.96 * outcome.top1.std(0, ddof=1) / math.sqrt(runs) if runs > 1 else np.zeros(budget)
-        line = axes[0].plot(trials, mean, label=outcome.name)[0]
-        axes[0].fill_between(trials, mean - half, mean + half, color=line.get_color(), alpha=0.15)
-        axes[1].plot(trials, (truth.max() - outcome.top1).mean(0), label=outcome.name)
-        axes[2].plot(trials, (outcome.top1 >= top).mean(0), label=outcome.name)
+        style = {"color": f"C{i % 10}", "ls": "--" if "pre-screened" in outcome.name else "-", "label": outcome.name}
+        axes[0].plot(trials, mean, **style)
+        axes[0].fill_between(trials, mean - half, mean + half, color=style["color"], alpha=0.12)
+        axes[1].plot(trials, (truth.max() - outcome.top1).mean(0), **style)
+        axes[2].plot(trials, (outcome.top1 >= top).mean(0), **style)
     for label, value in named.items():
         axes[0].axhline(value, ls=":", lw=1, c="grey")
         axes[0].annotate(label, (1, value), fontsize=7, color="grey", va="bottom")
@@ -303,8 +328,8 @@ def plot_curves(outcomes: list[Outcome], truth: np.ndarray, named: dict[str, flo
         ax.grid(alpha=0.3)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="center right")
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     return fig
 
 
@@ -378,7 +403,19 @@ def _markdown(bench: Bench, space: SearchSpace, reference_space: SearchSpace, ou
              "## Rank correlation with the reference recipe's test top-1 (mean over its seeds)", "",
              "| predictor | Kendall tau | Spearman | specs |", "|---|---|---|---|"]
     lines += [f"| {label} | {tau:+.3f} | {rho:+.3f} | {count} |" for label, tau, rho, count in correlations(bench)]
+    noise, spread, pairs = seed_noise(bench)
     lines += ["", f"Each predictor against the reference: ![predictors]({SCATTER})", "",
+              f"How much of the reference's ranking is signal: one run's test top-1 varies by {100 * noise:.2f} points "
+              f"(standard deviation, from the {pairs} specs run with two seeds); the specs' means spread by "
+              f"{100 * spread:.2f} points. "
+              "Where these are alike, no predictor can rank the specs much better than the noise ceiling above.", "",
+              "## Which choices matter", "",
+              "Mean over the specs with each value (on an exhaustive table, over every combination of the other "
+              "choices), with the 95% confidence interval of the reference mean.", "",
+              "| parameter | value | specs | reference test top-1 | 95% CI | search val top-1 |", "|---|---|---|---|---|---|"]
+    lines += [f"| {param} | {value} | {count} | {_pct(mean)} | ±{ci:.2%} | {_pct(val_mean)} |"
+              for param, value, count, mean, ci, val_mean in choice_effects(bench, list(space.params))]
+    lines += ["",
               f"## Simulated searches: {budget} trained trials, {runs} seeds each", "",
               f"The chosen spec's reference test top-1 after {budget} trials: mean, its 95% confidence interval, "
               f"the range of the middle 95% of runs; regret to the best of the {n}; how often it is in the top "

@@ -19,7 +19,7 @@ TRAINED_STATES = ("complete", "stopped")  # "stopped": ended early by ASHA
 INTERRUPTED = "the search was stopped while it ran"
 FAILURE_NOTE = "failure.txt"  # a trial's reason for failing, left where its worker could not report it
 
-COLUMNS = ["trial", "state", "val_top1", "epochs", "macs", "macs_conv", "params", "latency_ms", "spec_hash",
+COLUMNS = ["trial", "state", "val_top1", "epochs", "macs", "macs_conv", "params", "latency_ms", "latency_shared", "spec_hash",
            "duration_s", "node", "gpu_ids", "reason"]
 
 
@@ -50,6 +50,7 @@ class TrialRecord:
     macs_conv: int | None
     params: int | None
     latency_ms: float | None
+    latency_shared: bool | None  # another trial ran on the node while it was measured
     spec_hash: str | None
     duration_s: float | None
     node: str | None
@@ -74,7 +75,7 @@ def records(study: optuna.Study) -> list[TrialRecord]:
         out.append(TrialRecord(
             t.number, state, json.loads(a.get("sampled", "{}")), a.get("val_top1") if state in TRAINED_STATES else None,
             a.get("epoch"), a.get("macs"), a.get("macs_conv"), a.get("params_count"), a.get("latency_ms"),
-            a.get("spec_hash"), a.get("duration_s"), a.get("node"), a.get("gpu_ids"), reason, a.get("spec"),
+            a.get("latency_shared"), a.get("spec_hash"), a.get("duration_s"), a.get("node"), a.get("gpu_ids"), reason, a.get("spec"),
         ))
     return out
 

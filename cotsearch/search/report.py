@@ -11,14 +11,13 @@ import base64
 import difflib
 import html
 import json
-import math
 import warnings
 from datetime import datetime
 from pathlib import Path
 
 import optuna
 import yaml
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from cotsearch.arch.spec import BackboneSpec
 from cotsearch.data.shape import DataShape
@@ -29,9 +28,6 @@ from cotsearch.search.rundir import SPACE_FILE
 from cotsearch.search.space import SearchSpace
 
 REPORT = "report.html"
-# A trial measures its latency within seconds of starting (after loading its data); the
-# records keep when it started and how long it ran, not when it measured.
-LATENCY_WINDOW_S = 10.0
 TOP_TRIALS = 10
 STATES = ("complete", "stopped", "running", "failed", "interrupted", "infeasible", "duplicate")
 
@@ -46,7 +42,7 @@ def write_report(run_dir: Path, output: Path | None = None) -> Path:
     references = json.loads(references_file.read_text()) if references_file.exists() else []
     trials = study.get_trials(deepcopy=False)
     rows = records(study)
-    shared = shared_latency(trials)
+    shared = {r.trial for r in rows if r.latency_shared}
     output = Path(output) if output is not None else run_dir / REPORT
     importances, importance_note = param_importances(trials)
     figures = {
@@ -81,22 +77,6 @@ def write_report(run_dir: Path, output: Path | None = None) -> Path:
     page = _page(space, run_dir, rows, references, shared, sections, best, _best_test_top1(run_dir, best))
     atomic_write_text(output, page)
     return output
-
-
-def shared_latency(trials: list[FrozenTrial]) -> set[int]:
-    """Trials whose latency was measured while another trial ran on the same node: one was
-    running when it started, or started within LATENCY_WINDOW_S after it."""
-    spans = []  # (number, node, start, end); a running trial's node is not recorded yet
-    for t in trials:
-        a = t.user_attrs
-        if "trial_started_at" in a and "duration_s" in a:
-            spans.append((t.number, a.get("node"), a["trial_started_at"], a["trial_started_at"] + a["duration_s"]))
-        elif t.state == TrialState.RUNNING and a.get("on_ray"):
-            spans.append((t.number, None, a["started_at"], math.inf))
-    return {number for number, node, start, _ in spans
-            if any(other != number and (None in (node, other_node) or node == other_node)
-                   and other_start < start + LATENCY_WINDOW_S and other_end > start
-                   for other, other_node, other_start, other_end in spans)}
 
 
 def learning_curves(trials: list[FrozenTrial]) -> dict[int, dict[int, float]]:

@@ -51,10 +51,10 @@ def lock_run_dir(run_dir: Path) -> IO:
     return handle
 
 
-def prepare_run_dir(space: SearchSpace, run_dir: Path, resume: bool) -> tuple[SearchSpace, IO]:
-    """Create (or, resuming, check) the run directory and lock it; fail now, not after an
-    hour of work, when it cannot be written. Returns the space to run (resuming: the saved
-    one, with the search settings taken from the command line) and the held lock."""
+def check_run_dir(space: SearchSpace, run_dir: Path, resume: bool) -> None:
+    """What can be known of the run directory without writing to it: resuming, that it holds
+    a run of this space; starting, that it holds none and that it can be created. Cheap and
+    torch-free, so the command line reports these mistakes before it starts Ray."""
     saved = run_dir / SPACE_FILE
     if resume:
         if not saved.exists():
@@ -65,9 +65,22 @@ def prepare_run_dir(space: SearchSpace, run_dir: Path, resume: bool) -> tuple[Se
         if changed is not None:
             raise CotsearchError(f"--resume {run_dir}: {changed} differs from the space this run was started with "
                                  "(only the search settings, such as --trials and the resources, may change)")
-        space = old.model_copy(update={"search": space.search})
-    elif run_dir.exists() and any(run_dir.iterdir()):
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
         raise CotsearchError(f"--out {run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
+    folder = next((p for p in run_dir.absolute().parents if p.exists()), None)
+    if not run_dir.exists() and (folder is None or not folder.is_dir() or not os.access(folder, os.W_OK)):
+        raise CotsearchError(f"--out {run_dir}: cannot write the run directory ({folder} is not a writable folder)")
+
+
+def prepare_run_dir(space: SearchSpace, run_dir: Path, resume: bool) -> tuple[SearchSpace, IO]:
+    """Create (or, resuming, check) the run directory and lock it; fail now, not after an
+    hour of work, when it cannot be written. Returns the space to run (resuming: the saved
+    one, with the search settings taken from the command line) and the held lock."""
+    check_run_dir(space, run_dir, resume)
+    saved = run_dir / SPACE_FILE
+    if resume:
+        space = SearchSpace.model_validate_json(saved.read_text()).model_copy(update={"search": space.search})
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

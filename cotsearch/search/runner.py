@@ -28,6 +28,7 @@ from cotsearch.arch.load import load_spec
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_text
+from cotsearch.search.ctrl_c import CtrlC
 from cotsearch.search.progress import SearchProgress
 from cotsearch.search.records import best_record, copy_best, records, write_trials_csv
 from cotsearch.search.rundir import prepare_run_dir
@@ -73,8 +74,10 @@ def _init_ray(address: str | None) -> bool:
     return True
 
 
-def _run_references(space: SearchSpace, run_dir: Path, trainable, progress: SearchProgress) -> list[dict]:
-    """Train the space's reference presets with the same recipe (Ray trials too)."""
+def _run_references(space: SearchSpace, run_dir: Path, trainable, callbacks: list) -> list[dict]:
+    """Train the space's reference presets with the same recipe (Ray trials too); the first
+    callback is the search's progress display."""
+    progress = callbacks[0]
     path = run_dir / "references.json"
     done = json.loads(path.read_text()) if path.exists() else []
     todo = [name for name in space.search.references if name not in {d["name"] for d in done}]
@@ -88,13 +91,14 @@ def _run_references(space: SearchSpace, run_dir: Path, trainable, progress: Sear
         tuner = tune.Tuner(trainable, param_space={"row": tune.grid_search(configs)},
                            tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.config["row"]["number"]),
                            run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name="ray-references",
-                                                     verbose=0, callbacks=[progress]))
+                                                     verbose=0, callbacks=callbacks))
         with progress.start("references", len(todo)):
             results = tuner.fit()
         for result in results:
             m = result.metrics or {}
             done.append({"name": result.config["row"]["name"], "val_top1": m.get("val_top1"), "macs": m.get("macs"),
-                         "params": m.get("params"), "latency_ms": m.get("latency_ms"), "epoch": m.get("epoch"),
+                         "params": m.get("params"), "latency_ms": m.get("latency_ms"),
+                         "latency_shared": m.get("latency_shared"), "epoch": m.get("epoch"),
                          "error": m.get("error")})
         atomic_write_text(path, json.dumps(done, indent=2))
     return done
@@ -144,10 +148,11 @@ def _search(space: SearchSpace, run_dir: Path, resume: bool, console: Console) -
         tune.with_parameters(run_trial, space_json=space.model_dump_json(by_alias=True), run_dir=str(run_dir.resolve())),
         {"cpu": space.search.cpus_per_trial, "gpu": space.search.gpus_per_trial},
     )
-    progress = SearchProgress(study, run_dir, console)
+    progress, ctrl_c = SearchProgress(study, run_dir, console), CtrlC()
     try:
-        _run_trials(space, run_dir, study, trainable, progress)
-        references = _run_references(space, run_dir, trainable, progress)
+        with ctrl_c.handling():
+            _run_trials(space, run_dir, study, trainable, [progress, ctrl_c])
+            references = _run_references(space, run_dir, trainable, [progress, ctrl_c])
     except KeyboardInterrupt:
         interrupted = fail_interrupted(study)
         write_trials_csv(study, run_dir / "trials.csv")
@@ -157,8 +162,10 @@ def _search(space: SearchSpace, run_dir: Path, resume: bool, console: Console) -
     return finish(space, run_dir, study, references, console)
 
 
-def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainable, progress: SearchProgress) -> None:
-    """The searched trials still to run, on Ray Tune with ASHA (or FIFO)."""
+def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainable, callbacks: list) -> None:
+    """The searched trials still to run, on Ray Tune with ASHA (or FIFO); the first callback
+    is the search's progress display."""
+    progress = callbacks[0]
     remaining = space.search.trials - finished_trials(study)
     if remaining <= 0:
         return
@@ -176,7 +183,7 @@ def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainabl
                                     max_concurrent_trials=space.search.max_concurrent_trials,
                                     trial_dirname_creator=lambda trial: f"trial-{trial.config.get('number')}"),
         run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name=f"ray-search-{attempt}",
-                                  verbose=0, callbacks=[progress],
+                                  verbose=0, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=space.search.max_retries)),
     )
     try:

@@ -31,7 +31,7 @@ from cotsearch.search.space import SearchSpace, price
 MAX_REPEATS = 50  # samples of specs this run already trained, in one suggest, after which the search ends
 
 # What a trial's worker reports and the study keeps of it.
-RESULT_ATTRS = ("val_top1", "epoch", "latency_ms", "node", "gpu_ids", "error", "duration_s", "train_loss",
+RESULT_ATTRS = ("val_top1", "epoch", "latency_ms", "latency_shared", "node", "gpu_ids", "error", "duration_s", "train_loss",
                 "trial_started_at")
 
 

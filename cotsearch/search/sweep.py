@@ -1,7 +1,9 @@
 """`cotsearch sweep`: a tabular benchmark of a space (as NAS-Bench-201 is of its own). Many of
 its feasible specs, each trained with several seeds, by the search's own trial code
-(cotsearch.search.trial.run_trial) on Ray Tune, with the same resources, cluster support and
-failure handling as `tune`; specs are fitted to the data and priced here, as the searcher does.
+(cotsearch.search.trial); specs are fitted to the data and priced here, as the searcher does.
+This module is what a sweep is (its rows, table and EDF) and needs no Ray;
+cotsearch.search.sweep_runner runs the rows on Ray Tune, with the same resources, cluster
+support and failure handling as `tune`.
 
 The output directory holds `rows/` (one JSON file per finished (spec, seed) row, written the
 moment the row ends, so a sweep killed at any point resumes with `--resume DIR` without
@@ -16,25 +18,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import optuna
 from matplotlib.figure import Figure
-from ray import tune
 from rich.console import Console
 
 from cotsearch.errors import CotsearchError
-from cotsearch.files import atomic_write_text, save_figure
+from cotsearch.files import atomic_write_text
 from cotsearch.search.prescreen import Candidate, feasible, random_candidates
-from cotsearch.search.records import FAILURE_NOTE, trial_dir
-from cotsearch.search.rundir import prepare_run_dir
-from cotsearch.search.runner import _init_ray, check_resources
 from cotsearch.search.space import SearchSpace
-from cotsearch.search.trial import run_trial
 
 MAX_ENUMERATED = 20_000  # --all: combinations of choices that may be enumerated
 FINISHED = ("complete", "infeasible")  # rows a resumed sweep keeps; failed ones run again
@@ -62,7 +57,12 @@ def enumerate_specs(space: SearchSpace) -> list[Candidate]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.BruteForceSampler(seed=0)
-    optuna.create_study(sampler=sampler).optimize(visit)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per visited combination
+    try:
+        optuna.create_study(sampler=sampler).optimize(visit)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     return sorted(found.values(), key=lambda c: json.dumps(c.sampled, sort_keys=True))
 
 
@@ -120,55 +120,28 @@ def score_proxies(space: SearchSpace, candidates: list[Candidate], out: Path, co
     return scores
 
 
-class RowWriter(tune.Callback):
-    """Writes each (spec, seed) row to rows/ as its trial ends, with its learning curve."""
+def make_row(config: dict, last: dict, curve: dict[int, float], proxies: dict[str, dict],
+             failure: str | None = None) -> dict:
+    """The record of one finished (spec, seed) row: its trial's config, the trial's last
+    result, its learning curve (epoch -> validation top-1) and the spec's proxies. `failure`
+    is the reason of a trial that died without reporting one."""
+    meta = config["sweep"]
+    if last.get("failed") or failure is not None:
+        state, error = "failed", last.get("error") or failure or "the trial's worker raised or died"
+    else:
+        state, error = ("infeasible", last["reason"]) if last.get("infeasible") else ("complete", "")
+    return {"spec_hash": meta["spec_hash"], "seed": meta["seed"], "state": state, **meta["choices"],
+            "params": config["cost"]["params"], "macs": config["cost"]["macs"], "latency_ms": last.get("latency_ms"),
+            "latency_shared": last.get("latency_shared"),
+            **{f"val_top1_epoch_{e}": curve[e] for e in sorted(curve)},
+            "val_top1": curve[max(curve)] if curve else None, "test_top1": last.get("test_top1"),
+            "epochs": max(curve, default=0), "duration_s": last.get("duration_s"), "node": last.get("node"),
+            "device": last.get("device"), **proxies.get(meta["spec_hash"], {}), "error": error}
 
-    def __init__(self, out: Path, proxies: dict[str, dict], console: Console, total: int):
-        self.out, self.proxies, self.console, self.total = out, proxies, console, total
-        self.curves: dict[str, dict[int, float]] = {}
-        self.started, self.done = time.time(), 0
 
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "console"}  # Ray pickles the Tuner's state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.console = Console(stderr=True)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" in result and not result.get("failed") and not result.get("infeasible"):
-            self.curves.setdefault(trial.trial_id, {})[result["epoch"]] = result["val_top1"]
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.on_trial_result(iteration, trials, trial, trial.last_result or {})
-        self.write(trial, trial.last_result or {})
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.write(trial, {"failed": True})
-
-    def write(self, trial, last: dict) -> None:
-        config = trial.config["row"]
-        number = config["number"]
-        meta = config["sweep"]
-        if last.get("failed"):
-            note = trial_dir(self.out, number) / FAILURE_NOTE
-            error = last.get("error") or (note.read_text().strip() if note.exists() else
-                                          "the trial's worker raised or died (see Ray's log)")
-            state = "failed"
-        else:
-            state, error = ("infeasible", last["reason"]) if last.get("infeasible") else ("complete", "")
-        curve = self.curves.pop(trial.trial_id, {})
-        row = {"spec_hash": meta["spec_hash"], "seed": meta["seed"], "state": state, **meta["choices"],
-               "params": config["cost"]["params"], "macs": config["cost"]["macs"], "latency_ms": last.get("latency_ms"),
-               **{f"val_top1_epoch_{e}": curve[e] for e in sorted(curve)},
-               "val_top1": curve[max(curve)] if curve else None, "test_top1": last.get("test_top1"),
-               "epochs": max(curve, default=0), "duration_s": last.get("duration_s"), "node": last.get("node"),
-               **self.proxies.get(meta["spec_hash"], {}), "error": error}
-        atomic_write_text(self.out / ROWS / f"{number}.json", json.dumps(row))
-        self.done += 1
-        what = error if state != "complete" else f"val top-1 {row['val_top1']:.2%}, test top-1 {row['test_top1']:.2%}"
-        self.console.print(f"[{time.time() - self.started:6.0f}s] {self.done}/{self.total} row {number} {state}: {what}",
-                           highlight=False, soft_wrap=True)
+def write_row(out: Path, number: str, row: dict) -> None:
+    """rows/NUMBER.json, written at once: a sweep stopped later keeps this row."""
+    atomic_write_text(out / ROWS / f"{number}.json", json.dumps(row))
 
 
 def read_rows(out: Path) -> dict[str, dict]:
@@ -232,51 +205,4 @@ def plot_edf(rows: list[dict], params: list[str]) -> Figure:
     fig.tight_layout()
     return fig
 
-
-def run_sweep(space: SearchSpace, out: Path, archs: int | None, seeds: int, resume: bool = False,
-              address: str | None = None, proxies: bool = True, console: Console | None = None) -> Path:
-    """Train every row still to train (archs None: every feasible spec); returns sweep.csv."""
-    console = console or Console(stderr=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    candidates = enumerate_specs(space) if archs is None else sample_specs(space, archs, space.search.seed)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: our own lines, no Ray tables
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops the sweep; finished rows stay
-    started_ray = _init_ray(address)
-    try:
-        check_resources(space)
-        space, lock = prepare_run_dir(space, out, resume)
-        try:
-            scores = score_proxies(space, candidates, out, console) if proxies else {}
-            configs = row_configs(candidates, seeds, space.train.seed)
-            done = {n for n, row in read_rows(out).items() if row["state"] in FINISHED}
-            todo = [c for c in configs if c["number"] not in done]
-            console.print(f"sweep {space.name}: {len(candidates)} specs x {seeds} seeds; {len(configs) - len(todo)} "
-                          f"rows finished, {len(todo)} to train in {out}", highlight=False, soft_wrap=True)
-            if todo:
-                _train(space, out, todo, scores, console)
-        finally:
-            lock.close()
-    finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
-    rows = list(read_rows(out).values())
-    save_figure(plot_edf(rows, list(space.params)), out / EDF)
-    return write_table(out, rows)
-
-
-def _train(space: SearchSpace, out: Path, todo: list[dict], scores: dict, console: Console) -> None:
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, space_json=space.model_dump_json(by_alias=True), run_dir=str(out.resolve())),
-        {"cpu": space.search.cpus_per_trial, "gpu": space.search.gpus_per_trial})
-    attempt = len(list(out.glob("ray-sweep-*"))) + 1
-    tuner = tune.Tuner(
-        trainable, param_space={"row": tune.grid_search(todo)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=space.search.max_concurrent_trials, reuse_actors=True,
-                                    trial_dirname_creator=lambda trial: trial.config["row"]["number"]),
-        run_config=tune.RunConfig(storage_path=str(out.resolve()), name=f"ray-sweep-{attempt}", verbose=0,
-                                  callbacks=[RowWriter(out, scores, console, len(todo))],
-                                  failure_config=tune.FailureConfig(max_failures=space.search.max_retries)))
-    tuner.fit()
 

@@ -3,7 +3,10 @@ budget on this device, train, report every epoch (ASHA may stop it there), and k
 weights of the last finished epoch in the run directory.
 
 Anything the trial raises (an error, a NaN loss, out of memory) is reported as a failed
-result with its reason, so the search records it and goes on."""
+result with its reason, so the search records it and goes on.
+
+`run_trial` is Ray's entry point; `train_trial` is the trial itself and needs no Ray, so rows
+of a sweep can also be trained where Ray is not installed (experiments/cot_placement_bench)."""
 
 from __future__ import annotations
 
@@ -11,10 +14,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
-import ray
 import torch
-from ray import tune
 
 from cotsearch.arch.spec import BackboneSpec
 from cotsearch.cost.analytic import CostReport
@@ -23,18 +25,21 @@ from cotsearch.cost.memory import check_fits
 from cotsearch.data.load import load_data
 from cotsearch.export.model_file import save_model
 from cotsearch.files import atomic_write_text
+from cotsearch.search.node_gate import NodeGate
 from cotsearch.search.records import FAILURE_NOTE, trial_dir
 from cotsearch.search.space import SearchSpace
 from cotsearch.train.loop import evaluate, init_model, train
 
-_DATA_CACHE: dict = {}  # one load per worker process, reused by its later trials
+_DATA_CACHE: dict = {}  # per worker process, reused by its later trials
+_CACHED_RECIPES = 2  # experiments/cot_placement_bench trains rows of two recipes in one worker
 
 
 def _data(space: SearchSpace):
     recipe = space.train
     key = (recipe.data, recipe.train_limit, recipe.val_size, recipe.input_size)
     if key not in _DATA_CACHE:
-        _DATA_CACHE.clear()
+        while len(_DATA_CACHE) >= _CACHED_RECIPES:
+            _DATA_CACHE.pop(next(iter(_DATA_CACHE)))  # the oldest
         _DATA_CACHE[key] = load_data(recipe.data, train_limit=recipe.train_limit, val_size=recipe.val_size,
                                      input_size=recipe.input_size, workers=max(0, int(space.search.cpus_per_trial) - 1))
     return _DATA_CACHE[key]
@@ -54,9 +59,18 @@ def _start_watchdog(seconds: float, out) -> threading.Timer:
 
 
 def run_trial(config: dict, space_json: str, run_dir: str) -> None:
+    """Ray Tune's trainable: the trial, reporting to Tune."""
+    import ray
+    from ray import tune
+
+    node = f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:8]}"
+    train_trial(config, SearchSpace.model_validate_json(space_json), run_dir, tune.report, node)
+
+
+def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Callable[[dict], None], node: str) -> None:
     """Train the spec the driver fixed for this trial (`config["spec"]`, already fitted to
-    the data and priced as `config["cost"]`): nothing here re-derives it."""
-    space = SearchSpace.model_validate_json(space_json)
+    the data and priced as `config["cost"]`): nothing here re-derives it. Every result goes
+    to `report_to`, the last one saying how the trial ended."""
     started = time.time()
     torch.set_num_threads(max(1, int(space.search.cpus_per_trial)))
     config = config.get("row", config)  # references and sweep rows come as a grid over whole configs
@@ -65,30 +79,34 @@ def run_trial(config: dict, space_json: str, run_dir: str) -> None:
     out = trial_dir(run_dir, number)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "spec.yaml", spec.to_yaml())
-    node = f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:8]}"
     base = {"node": node, "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "number": str(number),
             "trial_started_at": started}
     watchdog = _start_watchdog(space.search.trial_timeout_s, out) if space.search.trial_timeout_s else None
 
     def report(metrics: dict) -> None:
-        tune.report({**base, **metrics, "duration_s": time.time() - started})
+        report_to({**base, **metrics, "duration_s": time.time() - started})
 
+    gate = NodeGate()
     try:
         data = _data(space)
         config_train = space.train.train_config()
         if "seed" in config:  # a sweep trains each spec with several seeds
             config_train = config_train.model_copy(update={"seed": config["seed"]})
         device = resolve_device(config_train.device)
+        base["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
         check_fits(spec.name or str(number), cost, config_train.batch_size, device, training=True)
         model = init_model(spec, seed=config_train.seed)
         costs = {"macs": float(cost.macs), "params": float(cost.params)}
         # Every trial measures its latency on its own device (about a second): budgets,
-        # objectives and the Pareto plot use it.
-        latency = measure_latency(model, device, space.budgets.latency_batch_size, min_run_time=0.2).median_ms
+        # objectives and the Pareto plot use it, and its record says whether another trial
+        # ran on the node meanwhile.
+        with gate.measuring(space.search.latency_isolated) as measured:
+            latency = measure_latency(model, device, space.budgets.latency_batch_size, min_run_time=0.2).median_ms
+        costs.update(latency_ms=latency, latency_shared=measured.shared)
         limit = space.budgets.max_latency_ms
         if limit is not None and latency > limit and not reference:
             report({"infeasible": True, "reason": f"over budget: latency {latency:.2f} ms > {limit} ms on {device}",
-                    "constraints": space.constraints(cost, latency), "latency_ms": latency, **costs,
+                    "constraints": space.constraints(cost, latency), **costs,
                     "val_top1": 0.0, "epoch": 0})
             return
         extra = {**data.metadata(), "trial": str(number), "search": space.name}
@@ -98,11 +116,13 @@ def run_trial(config: dict, space_json: str, run_dir: str) -> None:
             final = config.get("test") and m.epoch == config_train.epochs  # a sweep records the final model's test top-1
             test = {"test_top1": evaluate(model, data.test, config_train, device)[1]} if final else {}
             report({"val_top1": m.val_top1, "val_loss": m.val_loss, "train_loss": m.train_loss, "epoch": m.epoch,
-                    "images_per_s": m.train_images_per_s, "latency_ms": latency, **costs, **test})
+                    "images_per_s": m.train_images_per_s, **costs, **test})
 
-        train(model, data, config_train, on_epoch=on_epoch, test=False)
+        with gate.training() as between_steps:
+            train(model, data, config_train, on_epoch=on_epoch, on_step=between_steps, test=False)
     except Exception as e:  # noqa: BLE001 -- every failure is a result for the search, with its reason
         report({"failed": True, "error": f"{type(e).__name__}: {e}"[:500], "val_top1": 0.0, "epoch": 0})
     finally:
+        gate.close()
         if watchdog is not None:
             watchdog.cancel()

@@ -1,0 +1,213 @@
+"""The benchmark's rows trained without Ray, for a GPU machine where Ray is not installed.
+
+`cotsearch sweep` runs rows as Ray Tune trials. The GPU machine this benchmark ran on has
+PyTorch but no Ray (and nothing can be installed there from the network), so this script
+trains the same rows with the same trial code (cotsearch.search.trial.train_trial) in a pool
+of local processes sharing the GPU, and writes the same row files. `cotsearch sweep
+... --resume DIR` then finds every row finished and only writes sweep.csv and edf.png.
+Cluster support, retries and the trials' model files are what Ray adds; none is needed here.
+
+    prepare  (here, with cotsearch installed): the two run directories exactly as the
+             commands in README.md make them (space.json, the search table's proxies.json),
+             and plan.json, every row to train in the order to train it
+    run      (on the GPU machine): trains the plan's unfinished rows until a deadline,
+             appending each finished row to one JSON-lines file as it ends
+    collect  (here): files those rows under DIR/rows/, as `cotsearch sweep` would have
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SPACE = HERE.parents[1] / "spaces" / "cot_placement.yaml"
+# The README's recipes: the search recipe is the space file's; the reference sees 3 times the images.
+RECIPES = {"search": {}, "reference": {"epochs": 6, "train_limit": 9000}}
+SEEDS = {"search": 2, "reference": 1}
+REFERENCE_SECOND_SEED_ARCHS = 27
+
+
+def recipe_space(name: str):
+    from cotsearch.search.space import SearchSpace, load_space
+
+    space = load_space(str(SPACE))
+    return SearchSpace.model_validate({**space.model_dump(by_alias=True, exclude={"base"}), "base": space.base,
+                                       "train": {**space.train.model_dump(), **RECIPES[name]}})
+
+
+def prepare(root: Path) -> None:
+    """Run directories and the plan: per spec its reference row (the longest) then its search
+    row, seed 0 first; then the search recipe's seed 1; then the reference's second seed for
+    27 specs. Rows already finished in either directory are left out of nothing: `run` skips them."""
+    from rich.console import Console
+
+    from cotsearch.search.rundir import prepare_run_dir
+    from cotsearch.search.sweep import enumerate_specs, row_configs, sample_specs, score_proxies
+
+    plan: dict[str, list[dict]] = {}
+    for name in RECIPES:
+        space = recipe_space(name)
+        out = root / name
+        space, lock = prepare_run_dir(space, out, resume=(out / "space.json").exists())
+        try:
+            candidates = enumerate_specs(space)
+            if name == "search":
+                score_proxies(space, candidates, out, Console(stderr=True))
+            rows = row_configs(candidates, SEEDS[name], space.train.seed)
+            if name == "reference":  # `--archs 27 --seeds 2`: the CLI's sample, so a resume there finds them done
+                rows += [r for r in row_configs(sample_specs(space, REFERENCE_SECOND_SEED_ARCHS, space.search.seed), 2,
+                                                space.train.seed) if r["sweep"]["seed"] == 1]
+            plan[name] = rows
+        finally:
+            lock.close()
+    ordered = []
+    for seed in (0, 1):
+        for name in ("reference", "search"):
+            ordered += [{"dir": name, "config": c} for c in plan[name] if c["sweep"]["seed"] == seed]
+    (root / "plan.json").write_text(json.dumps(ordered))
+    print(f"plan.json: {len(ordered)} rows ({', '.join(f'{len(v)} {k}' for k, v in plan.items())})")
+
+
+def _train_row(task: dict) -> tuple[dict, dict] | None:
+    """One row in a worker process; None when the deadline has passed before it starts."""
+    if time.time() > task["deadline"]:
+        return None
+    import torch
+
+    from cotsearch.search.space import SearchSpace
+    from cotsearch.search.sweep import make_row
+    from cotsearch.search.trial import train_trial
+
+    torch.set_num_threads(1)
+    space = SearchSpace.model_validate_json(task["space"])
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory() as run_dir:  # the trial's model file is not kept
+        train_trial(task["config"], space, run_dir, results.append, socket.gethostname())
+    curve = {r["epoch"]: r["val_top1"] for r in results
+             if "epoch" in r and not r.get("failed") and not r.get("infeasible")}
+    return task, make_row(task["config"], results[-1] if results else {}, curve, task["proxies"],
+                          None if results else "the trial reported nothing")
+
+
+def check_triton() -> bool:
+    """Before training CoT layers on CUDA: the Triton kernels against the unfold reference
+    (forward and both gradients, fp32 and bf16, odd sizes, a map smaller than the window).
+    False (and the workers fall back to the PyTorch path) if any differs."""
+    import torch
+
+    from cotsearch.nn.layers.aggregation import local_aggregate_unfold
+    from cotsearch.nn.layers.aggregation_triton import TritonAggregate
+
+    ok = True
+    for n, c, h, w, heads, k in [(8, 64, 28, 28, 4, 3), (3, 24, 5, 9, 2, 3), (2, 16, 2, 2, 1, 3), (4, 32, 14, 14, 8, 5)]:
+        for dtype, tol in [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)]:
+            gen = torch.Generator(device="cuda").manual_seed(0)
+            v = torch.randn(n, c, h, w, device="cuda", generator=gen).to(dtype).requires_grad_()
+            a = torch.randn(n, heads, k * k, h, w, device="cuda", generator=gen).to(dtype).requires_grad_()
+            g = torch.randn(n, c, h, w, device="cuda", generator=gen).to(dtype)
+            outs = []
+            for fn in (TritonAggregate.apply, local_aggregate_unfold):
+                try:
+                    out = fn(v, a, k)
+                    grads = torch.autograd.grad(out, (v, a), g)
+                except Exception as e:  # noqa: BLE001 -- no working Triton here: say so, train without it
+                    print(f"triton failed: {type(e).__name__}: {e}"[:500])
+                    return False
+                outs.append([out.float(), *(x.float() for x in grads)])
+            errors = [((x - y).abs().max() / y.abs().max().clamp_min(1e-6)).item() for x, y in zip(*outs)]
+            good = max(errors) < tol
+            ok &= good
+            print(f"triton vs unfold {(n, c, h, w)} heads {heads} k {k} {str(dtype)[6:]}: relative max error "
+                  f"out {errors[0]:.1e}, d values {errors[1]:.1e}, d attn {errors[2]:.1e} {'ok' if good else 'MISMATCH'}")
+    return ok
+
+
+def run(root: Path, rows_file: Path, workers: int, deadline_s: float, data: str | None) -> None:
+    """Train the plan's rows not yet finished, `workers` at a time; start none after
+    `deadline_s`, and append each finished row to `rows_file` as it ends."""
+    from cotsearch.search.sweep import FINISHED, read_rows
+
+    started = time.time()
+    import torch
+
+    if torch.cuda.is_available():
+        print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+        if not check_triton():
+            os.environ["COTSEARCH_TRITON"] = "0"  # the spawned workers use the PyTorch aggregation
+            print("Triton kernels differ from the reference: training with the PyTorch aggregation", flush=True)
+    plan = json.loads((root / "plan.json").read_text())
+    done = {(name, n) for name in RECIPES for n, row in read_rows(root / name).items() if row["state"] in FINISHED}
+    if rows_file.exists():
+        done |= {(r["dir"], r["number"]) for r in map(json.loads, rows_file.read_text().splitlines())
+                 if r["row"]["state"] in FINISHED}
+    spaces = {}
+    for name in RECIPES:
+        space = json.loads((root / name / "space.json").read_text())
+        if data:
+            space["train"]["data"] = data
+        spaces[name] = json.dumps(space)
+    proxies = json.loads((root / "search" / "proxies.json").read_text())
+    tasks = [{**t, "space": spaces[t["dir"]], "deadline": started + deadline_s,
+              "proxies": proxies if t["dir"] == "search" else {}}
+             for t in plan if (t["dir"], t["config"]["number"]) not in done]
+    print(f"{len(plan) - len(tasks)} of {len(plan)} rows finished; training {len(tasks)} with {workers} workers, "
+          f"none started after {deadline_s:.0f} s", flush=True)
+    finished = 0
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool, open(rows_file, "a") as log:
+        pending = {pool.submit(_train_row, t) for t in tasks}
+        while pending:
+            ended, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in ended:
+                if future.result() is None:
+                    continue
+                task, row = future.result()
+                number = task["config"]["number"]
+                log.write(json.dumps({"dir": task["dir"], "number": number, "row": row}) + "\n")
+                log.flush()
+                finished += 1
+                what = row["error"] or f"val {row['val_top1']:.4f} test {row['test_top1']:.4f}"
+                print(f"[{time.time() - started:5.0f}s] {finished}/{len(tasks)} {task['dir']} {number} {row['state']} "
+                      f"{row['duration_s'] or 0:.1f}s: {what}", flush=True)
+    print(f"{finished} rows in {time.time() - started:.0f} s", flush=True)
+
+
+def collect(root: Path, rows_file: Path) -> None:
+    from cotsearch.search.sweep import write_row
+
+    lines = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
+    for r in lines:
+        write_row(root / r["dir"], r["number"], r["row"])
+    print(f"filed {len(lines)} rows from {rows_file}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("prepare")
+    r = sub.add_parser("run")
+    r.add_argument("rows_file", type=Path)
+    r.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    r.add_argument("--deadline", type=float, default=float("inf"), help="seconds after which no row starts")
+    r.add_argument("--data", help="the data source, where Fashion-MNIST is not in the Debian package's folder")
+    c = sub.add_parser("collect")
+    c.add_argument("rows_file", type=Path)
+    args = parser.parse_args()
+    if args.command == "prepare":
+        prepare(HERE)
+    elif args.command == "run":
+        run(HERE, args.rows_file, args.workers, args.deadline, args.data)
+    else:
+        collect(HERE, args.rows_file)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
