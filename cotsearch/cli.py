@@ -198,8 +198,9 @@ def train(
         print(json.dumps({"spec": backbone.name or spec, "data": splits.name, **result.to_dict()}))
 
 
-LATENCY_ISOLATED_HELP = ("measure each trial's latency with its node to itself: trials training there pause for "
-                         "it (about a second); default: measured beside them, and marked so")
+LATENCY_ISOLATED_HELP = ("measure each trial's latency with its node to itself (the trials training there pause "
+                         "at the end of their current step), or beside them, marked so in the records "
+                         "(default: the space's search.latency_isolated, false)")
 
 
 @app.command()
@@ -220,12 +221,13 @@ def tune(
     device: Annotated[Optional[str], typer.Option(help="the trials' device: auto, cpu or cuda")] = None,
     trial_timeout: Annotated[Optional[float], typer.Option(min=1, help="fail a trial still running after this many seconds")] = None,
     references: Annotated[Optional[bool], typer.Option(help="train the space's reference presets too")] = None,
-    latency_isolated: Annotated[bool, typer.Option("--latency-isolated", help=LATENCY_ISOLATED_HELP)] = False,
+    latency_isolated: Annotated[Optional[bool], typer.Option("--latency-isolated/--latency-shared",
+                                                             help=LATENCY_ISOLATED_HELP)] = None,
 ):
     """Search a space of backbones with Optuna on Ray Tune, under the space's budgets."""
     search = dict(trials=trials, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                   max_concurrent_trials=max_concurrent, sampler=sampler, seed=seed, trial_timeout_s=trial_timeout,
-                  latency_isolated=latency_isolated or None)
+                  latency_isolated=latency_isolated)
     if references is False:
         search["references"] = []
     space = _space_with(space_file, search, dict(epochs=epochs, train_limit=train_limit, data=data, device=device))
@@ -287,7 +289,8 @@ def sweep(
     max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="rows training at once (default: as resources allow)")] = None,
     device: Annotated[Optional[str], typer.Option(help="the rows' device: auto, cpu or cuda")] = None,
     proxies: Annotated[bool, typer.Option(help="score every spec with the zero-cost proxies first")] = True,
-    latency_isolated: Annotated[bool, typer.Option("--latency-isolated", help=LATENCY_ISOLATED_HELP)] = False,
+    latency_isolated: Annotated[Optional[bool], typer.Option("--latency-isolated/--latency-shared",
+                                                             help=LATENCY_ISOLATED_HELP)] = None,
 ):
     """Train many specs of a space, each with several seeds: sweep.csv (a tabular benchmark) and edf.png."""
     from cotsearch.search.runner import SearchInterrupted
@@ -296,7 +299,7 @@ def sweep(
     if (archs is None) == (not all_specs):
         raise CotsearchError("give --archs N or --all, one of them")
     space = _space_with(space_file, dict(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                                         max_concurrent_trials=max_concurrent, latency_isolated=latency_isolated or None),
+                                         max_concurrent_trials=max_concurrent, latency_isolated=latency_isolated),
                         dict(epochs=epochs, train_limit=train_limit, data=data, device=device))
     out_dir = _run_dir(f"sweep-{space.name}", out, resume)
     _check_before_ray(space, out_dir, resume is not None)

@@ -83,3 +83,9 @@ assert priced[1].macs > 0
 
 def test_the_api_loads_the_heavy_layers_on_demand():
     assert modules_loaded_by("import cotsearch\ncotsearch.build_model") >= {"torch", "timm"}
+
+
+def test_the_trial_and_the_sweep_rows_need_no_ray():
+    """What lets a sweep's rows train where Ray is not installed (experiments/cot_placement_bench)."""
+    loaded = modules_loaded_by("import cotsearch.search.trial, cotsearch.search.sweep")
+    assert "ray" not in loaded and "torch" in loaded

@@ -3,6 +3,7 @@ an isolated one pauses the trials training there. The other trials are real proc
 
 from __future__ import annotations
 
+import fcntl
 import signal
 import subprocess
 import sys
@@ -18,10 +19,10 @@ TRAINER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from cotsearch.search.node_gate import NodeGate
-    gate_dir, log = Path(sys.argv[1]), Path(sys.argv[2])
+    gate_dir, log, steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
     with NodeGate(gate_dir) as gate, gate.training() as between_steps, open(log, "a") as out:
         print("training", flush=True)
-        while True:  # steps of 2 ms; each logs when it ran
+        for _ in range(steps):  # steps of 2 ms; each logs when it ran
             began = time.time()
             time.sleep(0.002)
             out.write(f"{began} {time.time()}\\n")
@@ -35,9 +36,9 @@ def trainer(tmp_path):
     """Start a process that trains beside this one until the test ends (or kills it)."""
     started = []
 
-    def start() -> tuple[subprocess.Popen, Path]:
+    def start(steps: int = 10**9) -> tuple[subprocess.Popen, Path]:
         log = tmp_path / f"steps-{len(started)}.txt"
-        proc = subprocess.Popen([sys.executable, "-c", TRAINER, str(tmp_path / "gate"), str(log)],
+        proc = subprocess.Popen([sys.executable, "-c", TRAINER, str(tmp_path / "gate"), str(log), str(steps)],
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() == "training"
         started.append(proc)
@@ -75,6 +76,14 @@ def test_a_trial_that_starts_training_during_a_measurement_makes_it_shared(tmp_p
         assert measured.shared is True
 
 
+def test_a_trial_that_trains_and_ends_within_a_measurement_makes_it_shared(tmp_path, trainer):
+    with NodeGate(tmp_path / "gate") as gate:
+        with gate.measuring(isolated=False) as measured:
+            proc, _ = trainer(steps=1)
+            assert proc.wait(timeout=30) == 0  # came and went: no lock of it is left to see
+        assert measured.shared is True
+
+
 def test_an_isolated_measurement_pauses_every_trial_training_on_the_node(tmp_path, trainer):
     logs = [trainer()[1], trainer()[1]]
     time.sleep(0.2)
@@ -95,9 +104,9 @@ def test_a_killed_trial_leaves_no_lock_behind(tmp_path, trainer):
     proc, _ = trainer()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    with open(tmp_path / "gate" / "node.gate") as f:  # free again: an exclusive lock is granted at once
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     with NodeGate(tmp_path / "gate") as gate:
         with gate.measuring(isolated=False) as measured:
             pass
         assert measured.shared is False
-        with gate.measuring(isolated=True):  # would wait forever on a lock left behind
-            pass

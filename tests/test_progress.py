@@ -67,3 +67,26 @@ def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_search():
         with pytest.raises(KeyboardInterrupt):
             ctrl_c.on_step_begin(1, [])
     assert signal.getsignal(signal.SIGINT) is before  # the command's own handling is back
+
+
+@pytest.mark.slow
+def test_ray_tune_stops_at_its_next_step_once_ctrl_c_was_pressed(ray_address, tmp_path):
+    """The callback in a real Tuner: a press remembered before Tune's loop ends the run there."""
+    import ray
+    from ray import tune
+
+    from cotsearch.search.ctrl_c import CtrlC
+
+    def forever(config):
+        while True:
+            tune.report({"alive": 1})
+
+    ctrl_c = CtrlC()
+    ctrl_c.pressed.set()
+    ray.init(address=ray_address, log_to_driver=False)
+    try:
+        tuner = tune.Tuner(forever, run_config=tune.RunConfig(storage_path=str(tmp_path), callbacks=[ctrl_c], verbose=0))
+        with pytest.raises(KeyboardInterrupt):
+            tuner.fit()
+    finally:
+        ray.shutdown()

@@ -216,7 +216,7 @@ def test_report_of_a_search_midway(midway):
 def test_latency_is_marked_where_another_trial_shared_the_node(midway):
     study = open_study(midway)
     shared = {r.trial for r in records(study) if r.latency_shared}
-    assert shared == {0, 1}  # as the trials recorded it (trial 4 measured alone)
+    assert shared == {0, 1}  # the records the fixture wrote (trial 4 measured alone); the plot must mark them
     references = json.loads((midway / "references.json").read_text())
     macs, latency = plot_pareto(records(study), references, {"max_macs": 28e6}, shared).axes
     bottom, top = macs.get_ylim()

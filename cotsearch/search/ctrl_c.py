@@ -27,9 +27,12 @@ class CtrlC(tune.Callback):
     def __setstate__(self, state: dict) -> None:
         self.pressed = threading.Event()
 
-    def on_step_begin(self, iteration, trials, **info):
+    def raise_if_pressed(self) -> None:
         if self.pressed.is_set():
             raise KeyboardInterrupt
+
+    def on_step_begin(self, iteration, trials, **info):
+        self.raise_if_pressed()
 
     @contextmanager
     def handling(self) -> Iterator[CtrlC]:

@@ -66,10 +66,12 @@ def check_run_dir(space: SearchSpace, run_dir: Path, resume: bool) -> None:
             raise CotsearchError(f"--resume {run_dir}: {changed} differs from the space this run was started with "
                                  "(only the search settings, such as --trials and the resources, may change)")
         return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CotsearchError(f"--out {run_dir}: is a file; expected a run directory")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise CotsearchError(f"--out {run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
-    folder = next((p for p in run_dir.absolute().parents if p.exists()), None)
-    if not run_dir.exists() and (folder is None or not folder.is_dir() or not os.access(folder, os.W_OK)):
+    folder = run_dir if run_dir.exists() else next((p for p in run_dir.absolute().parents if p.exists()), None)
+    if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK):
         raise CotsearchError(f"--out {run_dir}: cannot write the run directory ({folder} is not a writable folder)")
 
 

@@ -153,6 +153,7 @@ def _search(space: SearchSpace, run_dir: Path, resume: bool, console: Console) -
         with ctrl_c.handling():
             _run_trials(space, run_dir, study, trainable, [progress, ctrl_c])
             references = _run_references(space, run_dir, trainable, [progress, ctrl_c])
+            ctrl_c.raise_if_pressed()  # pressed during Tune's last step, and swallowed there
     except KeyboardInterrupt:
         interrupted = fail_interrupted(study)
         write_trials_csv(study, run_dir / "trials.csv")

@@ -109,7 +109,7 @@ class SearchSettings(StrictModel):
     trial_timeout_s: float | None = Field(None, gt=0, description="a trial still running after this is failed")
     max_retries: int = Field(1, ge=0, description="times Ray reruns a trial whose worker or node died")
     latency_isolated: bool = Field(False, description="measure each trial's latency with its node to itself: the "
-                                   "trials training there pause for it (about a second)")
+                                   "trials training there pause at the end of their current step until it ends")
     references: list[str] = Field(default_factory=list, description="presets trained with the same recipe, for comparison")
     prescreen: Prescreen | None = Field(None, description="zero-cost pre-screening of the samples; null: off")
 

@@ -98,6 +98,7 @@ def run_sweep(space: SearchSpace, out: Path, archs: int | None, seeds: int, resu
                 ctrl_c = CtrlC()
                 with ctrl_c.handling():
                     _train(space, out, todo, [RowWriter(out, scores, console, len(todo)), ctrl_c])
+                    ctrl_c.raise_if_pressed()
         finally:
             lock.close()
     finally:

@@ -86,8 +86,9 @@ def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Calla
     def report(metrics: dict) -> None:
         report_to({**base, **metrics, "duration_s": time.time() - started})
 
-    gate = NodeGate()
+    gate = None
     try:
+        gate = NodeGate()
         data = _data(space)
         config_train = space.train.train_config()
         if "seed" in config:  # a sweep trains each spec with several seeds
@@ -123,6 +124,7 @@ def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Calla
     except Exception as e:  # noqa: BLE001 -- every failure is a result for the search, with its reason
         report({"failed": True, "error": f"{type(e).__name__}: {e}"[:500], "val_top1": 0.0, "epoch": 0})
     finally:
-        gate.close()
+        if gate is not None:
+            gate.close()
         if watchdog is not None:
             watchdog.cancel()

@@ -45,9 +45,9 @@ def recipe_space(name: str):
 
 
 def prepare(root: Path) -> None:
-    """Run directories and the plan: per spec its reference row (the longest) then its search
-    row, seed 0 first; then the search recipe's seed 1; then the reference's second seed for
-    27 specs. Rows already finished in either directory are left out of nothing: `run` skips them."""
+    """Run directories and the plan: the seed-0 rows first (the reference's, the longest, then
+    the search recipe's), then the seed-1 rows (the same order: the reference's 27, then the
+    search recipe's 81). The plan lists every row; `run` skips those already finished."""
     from rich.console import Console
 
     from cotsearch.search.rundir import prepare_run_dir
@@ -81,13 +81,10 @@ def _train_row(task: dict) -> tuple[dict, dict] | None:
     """One row in a worker process; None when the deadline has passed before it starts."""
     if time.time() > task["deadline"]:
         return None
-    import torch
-
     from cotsearch.search.space import SearchSpace
     from cotsearch.search.sweep import make_row
     from cotsearch.search.trial import train_trial
 
-    torch.set_num_threads(1)
     space = SearchSpace.model_validate_json(task["space"])
     results: list[dict] = []
     with tempfile.TemporaryDirectory() as run_dir:  # the trial's model file is not kept
@@ -134,7 +131,7 @@ def check_triton() -> bool:
 def run(root: Path, rows_file: Path, workers: int, deadline_s: float, data: str | None) -> None:
     """Train the plan's rows not yet finished, `workers` at a time; start none after
     `deadline_s`, and append each finished row to `rows_file` as it ends."""
-    from cotsearch.search.sweep import FINISHED, read_rows
+    from cotsearch.search.sweep import FINISHED, make_row, read_rows
 
     started = time.time()
     import torch
@@ -163,13 +160,19 @@ def run(root: Path, rows_file: Path, workers: int, deadline_s: float, data: str 
           f"none started after {deadline_s:.0f} s", flush=True)
     finished = 0
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool, open(rows_file, "a") as log:
-        pending = {pool.submit(_train_row, t) for t in tasks}
+        tasks_of = {pool.submit(_train_row, t): t for t in tasks}
+        pending = set(tasks_of)
         while pending:
             ended, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in ended:
-                if future.result() is None:
+                task = tasks_of[future]
+                try:
+                    done_row = future.result()
+                except Exception as e:  # noqa: BLE001 -- the worker died outside the trial: a failed row
+                    done_row = task, make_row(task["config"], {}, {}, {}, f"{type(e).__name__}: {e}"[:500])
+                if done_row is None:
                     continue
-                task, row = future.result()
+                task, row = done_row
                 number = task["config"]["number"]
                 log.write(json.dumps({"dir": task["dir"], "number": number, "row": row}) + "\n")
                 log.flush()
