@@ -198,9 +198,16 @@ def train(
         print(json.dumps({"spec": backbone.name or spec, "data": splits.name, **result.to_dict()}))
 
 
-LATENCY_ISOLATED_HELP = ("measure each trial's latency with its node to itself (the trials training there pause "
-                         "at the end of their current step), or beside them, marked so in the records "
-                         "(default: the space's search.latency_isolated, false)")
+# Options that `tune` and `sweep` share.
+AddressOption = Annotated[Optional[str], typer.Option("--address", help="join this Ray cluster (default: RAY_ADDRESS, "
+                                                                         "else a local Ray)")]
+CpusPerTrialOption = Annotated[Optional[float], typer.Option("--cpus-per-trial", min=0.01)]
+GpusPerTrialOption = Annotated[Optional[float], typer.Option("--gpus-per-trial", min=0)]
+LatencyIsolatedOption = Annotated[Optional[bool], typer.Option(
+    "--latency-isolated/--latency-shared",
+    help="measure each trial's latency with its node to itself (the trials training there pause at the end of "
+         "their current step), or beside them, marked so in the records (default: the space's "
+         "search.latency_isolated, false)")]
 
 
 @app.command()
@@ -212,17 +219,16 @@ def tune(
     data: Annotated[Optional[str], typer.Option(help="the trials' data set (see `cotsearch train --data`)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="run directory (default: runs/<space>-<date>)")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="continue the search in this run directory")] = None,
-    address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")] = None,
-    cpus_per_trial: Annotated[Optional[float], typer.Option(min=0.01)] = None,
-    gpus_per_trial: Annotated[Optional[float], typer.Option(min=0)] = None,
+    address: AddressOption = None,
+    cpus_per_trial: CpusPerTrialOption = None,
+    gpus_per_trial: GpusPerTrialOption = None,
     max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="trials running at once (default: as resources allow)")] = None,
     sampler: Annotated[Optional[str], typer.Option(help="tpe, nsga2 or random")] = None,
     seed: Annotated[Optional[int], typer.Option(min=0)] = None,
     device: Annotated[Optional[str], typer.Option(help="the trials' device: auto, cpu or cuda")] = None,
     trial_timeout: Annotated[Optional[float], typer.Option(min=1, help="fail a trial still running after this many seconds")] = None,
     references: Annotated[Optional[bool], typer.Option(help="train the space's reference presets too")] = None,
-    latency_isolated: Annotated[Optional[bool], typer.Option("--latency-isolated/--latency-shared",
-                                                             help=LATENCY_ISOLATED_HELP)] = None,
+    latency_isolated: LatencyIsolatedOption = None,
 ):
     """Search a space of backbones with Optuna on Ray Tune, under the space's budgets."""
     search = dict(trials=trials, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
@@ -250,9 +256,7 @@ def _space_with(space_file: Path, search: dict, recipe: dict):
     space = load_space(str(space_file))
     search = {k: v for k, v in search.items() if v is not None}
     recipe = {k: v for k, v in recipe.items() if v is not None}
-    return _validated(SearchSpace, {**space.model_dump(by_alias=True, exclude={"base"}), "base": space.base,
-                                    "search": {**space.search.model_dump(), **search},
-                                    "train": {**space.train.model_dump(), **recipe}})
+    return _validated(SearchSpace, space.values_with(search, recipe))
 
 
 def _check_before_ray(space, run_dir: Path, resume: bool) -> None:
@@ -283,14 +287,13 @@ def sweep(
     data: Annotated[Optional[str], typer.Option(help="the data set (see `cotsearch train --data`)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output directory (default: runs/sweep-<space>-<date>)")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="continue the sweep in this directory (finished rows are kept)")] = None,
-    address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")] = None,
-    cpus_per_trial: Annotated[Optional[float], typer.Option(min=0.01)] = None,
-    gpus_per_trial: Annotated[Optional[float], typer.Option(min=0)] = None,
+    address: AddressOption = None,
+    cpus_per_trial: CpusPerTrialOption = None,
+    gpus_per_trial: GpusPerTrialOption = None,
     max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="rows training at once (default: as resources allow)")] = None,
     device: Annotated[Optional[str], typer.Option(help="the rows' device: auto, cpu or cuda")] = None,
     proxies: Annotated[bool, typer.Option(help="score every spec with the zero-cost proxies first")] = True,
-    latency_isolated: Annotated[Optional[bool], typer.Option("--latency-isolated/--latency-shared",
-                                                             help=LATENCY_ISOLATED_HELP)] = None,
+    latency_isolated: LatencyIsolatedOption = None,
 ):
     """Train many specs of a space, each with several seeds: sweep.csv (a tabular benchmark) and edf.png."""
     from cotsearch.search.runner import SearchInterrupted

@@ -218,7 +218,7 @@ def test_latency_is_marked_where_another_trial_shared_the_node(midway):
     shared = {r.trial for r in records(study) if r.latency_shared}
     assert shared == {0, 1}  # the records the fixture wrote (trial 4 measured alone); the plot must mark them
     references = json.loads((midway / "references.json").read_text())
-    macs, latency = plot_pareto(records(study), references, {"max_macs": 28e6}, shared).axes
+    macs, latency = plot_pareto(records(study), references, {"max_macs": 28e6}).axes
     bottom, top = macs.get_ylim()
     assert (0.7 - 0.3) / (top - bottom) > 0.6  # the trained trials span the panel; infeasible ones do not squeeze it
     (infeasible,) = [c for c in macs.collections if c.get_label().startswith("infeasible")]

@@ -47,7 +47,9 @@ class NodeGate:
         _OPEN_GATES.add(self)
 
     def close(self) -> None:
-        self._gate.close()  # closing drops any lock held through the file
+        """Closing drops any lock held through the files (in a forked child, which shares
+        them with its parent, it drops only the child's hold on them)."""
+        self._gate.close()
         self._turnstile.close()
 
     def __enter__(self) -> NodeGate:
@@ -120,8 +122,7 @@ def _close_in_child() -> None:
     """A forked child (a DataLoader worker) closes its copies of the gate's files, never
     unlocking them: the lock is its parent's and must go when the parent goes."""
     for gate in list(_OPEN_GATES):
-        gate._gate.close()
-        gate._turnstile.close()
+        gate.close()
     _OPEN_GATES.clear()
 
 

@@ -40,10 +40,10 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def plot_pareto(rows: list[TrialRecord], references: list[dict], budgets: dict, shared: set[int]) -> Figure:
+def plot_pareto(rows: list[TrialRecord], references: list[dict], budgets: dict) -> Figure:
     """Top-1 against MACs and against latency. The y axis spans the trained trials (and the
     references); infeasible samples, never trained, lie in a grey strip below it at their cost.
-    Latencies of the trials in `shared` were measured while another trial ran on their node."""
+    A trial whose latency was measured while another trial ran on its node is drawn hollow."""
     panels = [("macs", "MACs (M)", 1e-6, budgets.get("max_macs")),
               ("latency_ms", "latency (ms)", 1.0, budgets.get("max_latency_ms"))]
     fig = Figure(figsize=(11, 4.8))
@@ -61,7 +61,7 @@ def plot_pareto(rows: list[TrialRecord], references: list[dict], budgets: dict, 
         def cost(items, key=key, scale=scale):
             return [getattr(r, key) * scale for r in items]
 
-        beside = [r for r in trained if key == "latency_ms" and r.trial in shared]
+        beside = [r for r in trained if key == "latency_ms" and r.latency_shared]
         alone = [r for r in trained if r not in beside]
         if alone:
             ax.scatter(cost(alone), [r.val_top1 for r in alone], c="tab:blue", label="trained", zorder=3)

@@ -42,7 +42,7 @@ def write_report(run_dir: Path, output: Path | None = None) -> Path:
     references = json.loads(references_file.read_text()) if references_file.exists() else []
     trials = study.get_trials(deepcopy=False)
     rows = records(study)
-    shared = {r.trial for r in rows if r.latency_shared}
+    shared = any(r.latency_shared for r in rows)
     output = Path(output) if output is not None else run_dir / REPORT
     importances, importance_note = param_importances(trials)
     figures = {
@@ -51,7 +51,7 @@ def write_report(run_dir: Path, output: Path | None = None) -> Path:
                     "over a budget were priced, never trained: they lie in the grey strip at their cost.")
                    + (" Hollow points: latency measured while another trial ran on the same node (a neighbour's "
                       "load makes it slower)." if shared else ""),
-                   plot.plot_pareto(rows, references, space.budgets.model_dump(), shared)),
+                   plot.plot_pareto(rows, references, space.budgets.model_dump())),
         "best_so_far": ("Best so far",
                         ("Validation top-1 of every trained trial and the best fully trained one so far, by trial "
                          "number and by time."),
@@ -74,7 +74,7 @@ def write_report(run_dir: Path, output: Path | None = None) -> Path:
         sections.append(f'<h2>{_e(title)}</h2>\n<p class="note">{_e(caption)}</p>\n'
                         f'<img alt="{_e(title)}" src="data:image/png;base64,{image}">')
     best = best_record(study)
-    page = _page(space, run_dir, rows, references, shared, sections, best, _best_test_top1(run_dir, best))
+    page = _page(space, run_dir, rows, references, sections, best, _best_test_top1(run_dir, best))
     atomic_write_text(output, page)
     return output
 
@@ -162,7 +162,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _page(space: SearchSpace, run_dir: Path, rows: list[TrialRecord], references: list[dict], shared: set[int],
+def _page(space: SearchSpace, run_dir: Path, rows: list[TrialRecord], references: list[dict],
           sections: list[str], best: TrialRecord | None, test_top1: float | None) -> str:
     counts = {s: sum(r.state == s for r in rows) for s in STATES}
     done = sum(counts[s] for s in ("complete", "stopped", "failed")) + sum(
@@ -177,12 +177,12 @@ def _page(space: SearchSpace, run_dir: Path, rows: list[TrialRecord], references
     def choices(r: TrialRecord) -> str:
         return "<br>".join(f"{_e(k)} = {_e(labels.get(k, {}).get(v, v))}" for k, v in r.sampled.items())
 
-    def latency(value: float | None, number: int | None = None) -> str:
-        return "-" if value is None else f"{value:.2f}" + (" (shared node)" if number in shared else "")
+    def latency(value: float | None, shared: bool | None = False) -> str:
+        return "-" if value is None else f"{value:.2f}" + (" (shared node)" if shared else "")
 
     trained = sorted((r for r in rows if r.trained and r.val_top1 is not None), key=lambda r: -r.val_top1)
     top = [[str(r.trial), r.state, _pct(r.val_top1), str(r.epochs or "-"), _mega(r.macs, 1), _mega(r.params, 2),
-            latency(r.latency_ms, r.trial), choices(r)] for r in trained[:TOP_TRIALS]]
+            latency(r.latency_ms, r.latency_shared), choices(r)] for r in trained[:TOP_TRIALS]]
     diffs = "".join(f"<details{' open' if i == 0 else ''}><summary>trial {r.trial}: spec against the base</summary>"
                     f"{_diff_html(spec_diff(space, r.spec_json))}</details>"
                     for i, r in enumerate(trained[:TOP_TRIALS]) if r.spec_json)

@@ -74,10 +74,8 @@ def _init_ray(address: str | None) -> bool:
     return True
 
 
-def _run_references(space: SearchSpace, run_dir: Path, trainable, callbacks: list) -> list[dict]:
-    """Train the space's reference presets with the same recipe (Ray trials too); the first
-    callback is the search's progress display."""
-    progress = callbacks[0]
+def _run_references(space: SearchSpace, run_dir: Path, trainable, progress: SearchProgress, ctrl_c: CtrlC) -> list[dict]:
+    """Train the space's reference presets with the same recipe (Ray trials too)."""
     path = run_dir / "references.json"
     done = json.loads(path.read_text()) if path.exists() else []
     todo = [name for name in space.search.references if name not in {d["name"] for d in done}]
@@ -91,7 +89,7 @@ def _run_references(space: SearchSpace, run_dir: Path, trainable, callbacks: lis
         tuner = tune.Tuner(trainable, param_space={"row": tune.grid_search(configs)},
                            tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.config["row"]["number"]),
                            run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name="ray-references",
-                                                     verbose=0, callbacks=callbacks))
+                                                     verbose=0, callbacks=[progress, ctrl_c]))
         with progress.start("references", len(todo)):
             results = tuner.fit()
         for result in results:
@@ -151,8 +149,8 @@ def _search(space: SearchSpace, run_dir: Path, resume: bool, console: Console) -
     progress, ctrl_c = SearchProgress(study, run_dir, console), CtrlC()
     try:
         with ctrl_c.handling():
-            _run_trials(space, run_dir, study, trainable, [progress, ctrl_c])
-            references = _run_references(space, run_dir, trainable, [progress, ctrl_c])
+            _run_trials(space, run_dir, study, trainable, progress, ctrl_c)
+            references = _run_references(space, run_dir, trainable, progress, ctrl_c)
             ctrl_c.raise_if_pressed()  # pressed during Tune's last step, and swallowed there
     except KeyboardInterrupt:
         interrupted = fail_interrupted(study)
@@ -163,10 +161,9 @@ def _search(space: SearchSpace, run_dir: Path, resume: bool, console: Console) -
     return finish(space, run_dir, study, references, console)
 
 
-def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainable, callbacks: list) -> None:
-    """The searched trials still to run, on Ray Tune with ASHA (or FIFO); the first callback
-    is the search's progress display."""
-    progress = callbacks[0]
+def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainable, progress: SearchProgress,
+                ctrl_c: CtrlC) -> None:
+    """The searched trials still to run, on Ray Tune with ASHA (or FIFO)."""
     remaining = space.search.trials - finished_trials(study)
     if remaining <= 0:
         return
@@ -184,7 +181,7 @@ def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainabl
                                     max_concurrent_trials=space.search.max_concurrent_trials,
                                     trial_dirname_creator=lambda trial: f"trial-{trial.config.get('number')}"),
         run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name=f"ray-search-{attempt}",
-                                  verbose=0, callbacks=callbacks,
+                                  verbose=0, callbacks=[progress, ctrl_c],
                                   failure_config=tune.FailureConfig(max_failures=space.search.max_retries)),
     )
     try:

@@ -181,6 +181,13 @@ class SearchSpace(StrictModel):
         """The base spec as the space file gives it, read once."""
         return self._base_spec
 
+    def values_with(self, search: dict | None = None, train: dict | None = None) -> dict:
+        """This space's values with these search settings and recipe fields replaced, to be
+        validated again (a space file with command-line options, a sweep's second recipe)."""
+        return {**self.model_dump(by_alias=True, exclude={"base"}), "base": self.base,
+                "search": {**self.search.model_dump(), **(search or {})},
+                "train": {**self.train.model_dump(), **(train or {})}}
+
     @cached_property
     def _data_shape(self) -> DataShape:
         return data_shape(self.train.data, self.train.input_size)

@@ -62,9 +62,9 @@ class RowWriter(tune.Callback):
     def write(self, trial, last: dict) -> None:
         config = trial.config["row"]
         number = config["number"]
-        note = trial_dir(self.out, number) / FAILURE_NOTE
         failure = None
         if last.get("failed") and not last.get("error"):  # the worker died: the watchdog's note, if any
+            note = trial_dir(self.out, number) / FAILURE_NOTE
             failure = note.read_text().strip() if note.exists() else "the trial's worker raised or died (see Ray's log)"
         row = make_row(config, last, self.curves.pop(trial.trial_id, {}), self.proxies, failure)
         write_row(self.out, number, row)

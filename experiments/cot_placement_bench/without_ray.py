@@ -39,9 +39,7 @@ REFERENCE_SECOND_SEED_ARCHS = 27
 def recipe_space(name: str):
     from cotsearch.search.space import SearchSpace, load_space
 
-    space = load_space(str(SPACE))
-    return SearchSpace.model_validate({**space.model_dump(by_alias=True, exclude={"base"}), "base": space.base,
-                                       "train": {**space.train.model_dump(), **RECIPES[name]}})
+    return SearchSpace.model_validate(load_space(str(SPACE)).values_with(train=RECIPES[name]))
 
 
 def prepare(root: Path) -> None:
