@@ -458,6 +458,12 @@ def export_onnx(
     latency: Annotated[bool, typer.Option(help="also time onnxruntime and PyTorch on this machine's CPU")] = False,
 ):
     """Export a model file to ONNX (standard ops only), checked against onnxruntime."""
+    # The two common mistakes are reported before torch is imported (seconds); the library
+    # checks them again for its own callers.
+    if not model_file.exists():
+        raise CotsearchError(f"{model_file}: no such model file")
+    if not output.parent.is_dir():
+        raise CotsearchError(f"{output}: cannot write: no such directory {output.parent}")
     import torch
 
     from cotsearch.cost.latency import resolve_device, time_callable
@@ -533,12 +539,15 @@ def convert(
 ):
     """Convert an official JDAI-CV/CoTNet checkpoint into a cotsearch model file."""
     from cotsearch.arch.load import list_presets
+
+    if preset not in list_presets():
+        raise CotsearchError(f"--preset {preset}: unknown preset; presets: {', '.join(list_presets())}")
+    if not checkpoint.exists():  # reported before torch is imported, as the preset is
+        raise CotsearchError(f"{checkpoint}: no such checkpoint file")
     from cotsearch.export.convert import convert_checkpoint
     from cotsearch.export.model_file import save_model
     from cotsearch.nn.model import num_params
 
-    if preset not in list_presets():
-        raise CotsearchError(f"--preset {preset}: unknown preset; presets: {', '.join(list_presets())}")
     model = convert_checkpoint(checkpoint, preset, use_ema=ema)
     save_model(model, output, extra={"source": str(checkpoint)})
     console.print(f"wrote {output}: {preset}, {model.num_classes} classes, "

@@ -10,9 +10,9 @@ def _seed():
 
 @pytest.fixture(scope="session")
 def fake_fmnist(tmp_path_factory):
-    """A small Fashion-MNIST-shaped IDX folder (600 train, 100 test) whose classes are visible."""
+    """A small Fashion-MNIST-shaped IDX folder (400 train, 100 test) whose classes are visible."""
     folder = tmp_path_factory.mktemp("fmnist")
-    write_idx(folder, "train", *fake_images(600))
+    write_idx(folder, "train", *fake_images(400))
     write_idx(folder, "t10k", *fake_images(100, seed=1))
     return folder
 

@@ -29,6 +29,19 @@ def preset_model(name: str, **overrides):
     return cotsearch.build_model(cotsearch.load_spec(name), **overrides)
 
 
+# The smallest network holding every kind of layer a compiler or an exporter meets: a strided
+# CoT layer with a projection shortcut, then a conv block behind an identity shortcut, SE in
+# both. cotnet_tiny's six blocks repeat these and take longer to compile (76 s against 43 s
+# with a cold inductor cache here) and to export to ONNX.
+TWO_BLOCKS = {"name": "two_blocks", "in_chans": 1, "num_classes": 10, "input_size": 28, "se_ratio": 0.25,
+              "stem": {"type": "small", "width": 16},
+              "stages": [{"depth": 2, "planes": 8, "stride": 2, "blocks": ["cot", "conv"]}]}
+
+
+def two_blocks_model():
+    return cotsearch.build_model(cotsearch.BackboneSpec.model_validate(TWO_BLOCKS))
+
+
 def model_for(name: str, data, seed: int = 0):
     """A preset fitted to a data set's channels, classes and image size, seeded."""
     from cotsearch.train.loop import init_model
@@ -89,21 +102,31 @@ def write_cifar(folder, n_per_batch=20, evil=False):
         (folder / "test_batch").write_bytes(pickle.dumps({b"data": Payload()}))
 
 
+# cotnet_tiny at half its width: every kind of block and choice of the real space, at a
+# quarter of the MACs, so the searches of the tests spend their time on the search itself.
+HALF_TINY = {"name": "half_tiny", "in_chans": 1, "num_classes": 10, "input_size": 28, "stem": {"type": "small", "width": 16},
+             "stages": [{"depth": 1, "planes": 8, "stride": 1, "blocks": "cot"},
+                        {"depth": 2, "planes": 16, "stride": 2, "blocks": "cot"},
+                        {"depth": 2, "planes": 32, "stride": 2, "blocks": "cot"},
+                        {"depth": 1, "planes": 64, "stride": 2, "blocks": "cot"}]}
+MAX_MACS = 7.75e6  # 14 of the small space's 18 specs fit: searches of up to 6 trials find new ones
+
 SPACE = {
     "name": "small",
-    "base": "cotnet_tiny",
+    "base": HALF_TINY,
     "params": {"stages.1.blocks": {"choice": ["cot", "conv", ["cot", "conv"]]},
                "stages.2.blocks": {"choice": ["cot", "conv", "se_conv"]},
                "se_ratio": {"choice": [0.0, 0.25]}},
-    "budgets": {"max_macs": 29.5e6},  # 14 of its 18 specs fit: searches of up to 6 trials find new ones
+    "budgets": {"max_macs": MAX_MACS},
     "train": {"epochs": 1, "val_size": 100, "batch_size": 50},
     "search": {"seed": 0, "cpus_per_trial": 1, "grace_period": 1},
 }
 
 
-def write_space(tmp_path, data_dir, trials=3, train=None, search=None) -> Path:
-    """A small space over cotnet_tiny on an IDX folder; `train` and `search` override settings."""
-    space = {**SPACE, "train": {**SPACE["train"], "data": f"fashion-mnist:{data_dir}", **(train or {})},
+def write_space(tmp_path, data_dir, trials=3, train=None, search=None, base=None, budgets=None) -> Path:
+    """A small space over HALF_TINY on an IDX folder; the other arguments override its parts."""
+    space = {**SPACE, "base": base or SPACE["base"], "budgets": SPACE["budgets"] if budgets is None else budgets,
+             "train": {**SPACE["train"], "data": f"fashion-mnist:{data_dir}", **(train or {})},
              "search": {**SPACE["search"], "trials": trials, **(search or {})}}
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
@@ -112,6 +135,23 @@ def write_space(tmp_path, data_dir, trials=3, train=None, search=None) -> Path:
 
 def tune(*args, env=None, timeout=600):
     return cli("tune", *args, env=env, timeout=timeout)
+
+
+def search_here(space_file, run_dir, address, resume=False):
+    """The search `cotsearch tune SPACE --out RUN_DIR --address ADDRESS` (or `--resume RUN_DIR`) runs, in this process:
+    the same driver on the same Ray cluster, without the interpreter start and imports (seconds)
+    that the tests of the command line itself pay. Returns (outcome, what it printed)."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from cotsearch.search.runner import run_search
+    from cotsearch.search.space import load_space
+
+    printed = StringIO()
+    outcome = run_search(load_space(str(space_file)), run_dir, resume=resume, address=address,
+                         console=Console(file=printed, width=200))
+    return outcome, printed.getvalue()
 
 
 def rows(run_dir):

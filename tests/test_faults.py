@@ -2,8 +2,7 @@
 interrupted writes. (Raising and NaN trials, SIGKILL of the driver: tests/test_search.py;
 bad inputs: tests/test_fuzz.py; tampered model files: tests/test_model_file.py.)"""
 
-import subprocess
-import sys
+import threading
 import time
 
 import pytest
@@ -17,7 +16,7 @@ from cotsearch.search import rundir
 from cotsearch.search.rundir import prepare_run_dir
 from cotsearch.search.space import load_space
 
-from helpers import SPACES, cli, rows, tune, write_space
+from helpers import SPACES, cli, rows, search_here, tune, write_space
 
 
 def test_spec_too_big_for_the_device_is_refused_before_building(monkeypatch):
@@ -34,8 +33,7 @@ def test_spec_too_big_for_the_device_is_refused_before_building(monkeypatch):
 def test_trial_out_of_memory_is_a_failed_trial(tmp_path, fake_fmnist, ray_address):
     run_dir = tmp_path / "run"
     space = write_space(tmp_path, fake_fmnist, trials=2, train={"batch_size": 65536})
-    result = tune(space, "--out", run_dir, "--no-references", "--address", ray_address)
-    assert result.returncode == 0, result.stderr[-3000:]
+    search_here(space, run_dir, ray_address)
     failed = [r for r in rows(run_dir) if r["state"] == "failed"]
     assert len(failed) == 2 and all("OutOfMemory" in r["reason"] and "too big for cpu" in r["reason"] for r in failed)
 
@@ -43,13 +41,12 @@ def test_trial_out_of_memory_is_a_failed_trial(tmp_path, fake_fmnist, ray_addres
 @pytest.mark.slow
 def test_hung_trial_fails_at_its_timeout(tmp_path, fake_fmnist, ray_address):
     run_dir = tmp_path / "run"
-    space = write_space(tmp_path, fake_fmnist, trials=2, train={"epochs": 200},
-                        search={"max_retries": 0, "scheduler": "none"})  # no early stopping before the timeout
+    space = write_space(tmp_path, fake_fmnist, trials=2, train={"epochs": 200},  # no early stopping before the timeout
+                        search={"max_retries": 0, "scheduler": "none", "trial_timeout_s": 5})
     started = time.time()
-    result = tune(space, "--out", run_dir, "--no-references", "--trial-timeout", "8", "--address", ray_address)
-    assert result.returncode == 0, result.stderr[-3000:]
+    search_here(space, run_dir, ray_address)
     failed = [r for r in rows(run_dir) if r["state"] == "failed"]
-    assert len(failed) == 2 and all("timeout: still running after the trial_timeout_s of 8 s" in r["reason"] for r in failed)
+    assert len(failed) == 2 and all("timeout: still running after the trial_timeout_s of 5 s" in r["reason"] for r in failed)
     assert time.time() - started < 120
 
 
@@ -60,19 +57,20 @@ def test_killed_worker_node_ends_with_the_trial_retried_or_failed(tmp_path, fake
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
-    try:
-        run_dir = tmp_path / "run"
-        space = write_space(tmp_path, fake_fmnist, trials=2, train={"epochs": 3})
-        proc = subprocess.Popen([sys.executable, "-m", "cotsearch.cli", "tune", str(space), "--out", str(run_dir),
-                                 "--no-references", "--address", cluster.address],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_dir = tmp_path / "run"
+
+    def kill_the_second_node():
         deadline = time.time() + 120
         while time.time() < deadline and not list((run_dir / "trials").glob("*/model.safetensors")):
             time.sleep(0.2)  # both nodes are busy once a trial has finished an epoch
         cluster.remove_node(nodes[1], allow_graceful=False)
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-3000:]
+
+    killer = threading.Thread(target=kill_the_second_node)
+    try:
+        killer.start()
+        search_here(write_space(tmp_path, fake_fmnist, trials=2, train={"epochs": 3}), run_dir, cluster.address)
     finally:
+        killer.join()
         cluster.shutdown()
     table = rows(run_dir)
     done = [r for r in table if r["state"] in ("complete", "stopped", "failed")]

@@ -10,7 +10,7 @@ from torch import nn
 import cotsearch
 from cotsearch.export.fold_bn import conv_bn_pairs
 
-from helpers import cli, preset_model
+from helpers import cli, preset_model, two_blocks_model
 
 
 def with_trained_like_norms(model: nn.Module) -> nn.Module:
@@ -76,8 +76,8 @@ def test_channels_last_option():
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("onnx") / "tiny.safetensors"
-    cotsearch.save_model(with_trained_like_norms(preset_model("cotnet_tiny")), path)
+    path = tmp_path_factory.mktemp("onnx") / "two_blocks.safetensors"
+    cotsearch.save_model(with_trained_like_norms(two_blocks_model()), path)  # every kind of layer, quick to export
     return path
 
 

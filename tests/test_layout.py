@@ -54,15 +54,24 @@ def modules_loaded_by(code: str) -> set[str]:
     return set(last[1:])
 
 
-def cli_code(*args) -> str:
+def cli_code(*args, exit_code: int = 0) -> str:
     return ("import sys\nfrom cotsearch.cli import main\n"
-            f"sys.argv = ['cotsearch', *{list(args)!r}]\ntry:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code")
+            f"sys.argv = ['cotsearch', *{list(args)!r}]\ntry:\n    main()\n"
+            f"except SystemExit as e:\n    assert (e.code or 0) == {exit_code}, e.code")
 
 
 @pytest.mark.parametrize("args", [["--help"], ["presets"], ["schema"], ["profile", "cotnet50", "--analytic"],
                                   ["profile", "se_cotnetd_152", "--analytic", "--json", "--input-size", "320"]])
 def test_commands_that_build_no_model_import_no_torch(args):
     assert modules_loaded_by(cli_code(*args)) == set()
+
+
+@pytest.mark.parametrize("args", [["export-onnx", "missing.safetensors", "-o", "a.onnx"],
+                                  ["export-onnx", "README.md", "-o", "no/such/dir/a.onnx"],
+                                  ["convert", "missing.pth", "--preset", "cotnet50", "-o", "a.safetensors"],
+                                  ["convert", "missing.pth", "--preset", "cotnet500", "-o", "a.safetensors"]])
+def test_mistakes_in_commands_that_need_torch_are_reported_before_it_loads(args):
+    assert modules_loaded_by(cli_code(*args, exit_code=2)) == set()
 
 
 def test_validating_and_pricing_specs_and_spaces_imports_no_torch():

@@ -15,7 +15,7 @@ import pytest
 import cotsearch
 from cotsearch.search.records import open_study, records
 
-from helpers import cli, rows, tune, write_cifar, write_space
+from helpers import MAX_MACS, cli, rows, search_here, tune, write_cifar, write_space
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def test_small_search_writes_every_output(small_search, tmp_path):
     table = rows(run_dir)
     trained = [r for r in table if r["state"] in ("complete", "stopped")]
     assert len(trained) == 3
-    assert all(float(r["macs"]) <= 29.5e6 for r in trained)  # no trained trial breaks the budget
+    assert all(float(r["macs"]) <= MAX_MACS for r in trained)  # no trained trial breaks the budget
     assert all(r["spec_hash"] and r["node"] and r["duration_s"] and float(r["latency_ms"]) > 0 for r in trained)
     assert {r["latency_shared"] for r in trained} == {"False"}  # --latency-isolated reached every trial's record
     assert json.loads((run_dir / "space.json").read_text())["search"]["latency_isolated"] is True
@@ -34,12 +34,12 @@ def test_small_search_writes_every_output(small_search, tmp_path):
     infeasible = [r for r in records(study) if r.state == "infeasible"]
     assert infeasible  # the budget cuts this space: some samples are priced over it
     for r in infeasible:  # priced, never built: no files
-        assert r.macs > 29.5e6 and "over budget: max_macs" in r.reason
+        assert r.macs > MAX_MACS and "over budget: max_macs" in r.reason
         assert not (run_dir / "trials" / f"{r.trial:04d}").exists()
     assert all(t.user_attrs["price_ms"] < 1000 for t in study.trials)
     best = cotsearch.load_model(run_dir / "best" / "model.safetensors")
     assert best.spec == cotsearch.load_spec(run_dir / "best" / "spec.yaml")
-    assert estimate_macs(best) <= 29.5e6
+    assert estimate_macs(best) <= MAX_MACS
     assert (run_dir / "pareto.png").stat().st_size > 10_000
     assert "test top-1" in result.stdout and json.loads((run_dir / "best" / "result.json").read_text())["test_top1"] > 0
 
@@ -62,53 +62,40 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, fake_fmnis
     run_dir = tmp_path / "run"
     # lr 1e12 with plain SGD: the loss becomes NaN or infinite within the first steps.
     space = write_space(tmp_path, fake_fmnist, trials=2, train={"opt": "sgd", "lr": 1.0e12})
-    result = tune(space, "--out", run_dir, "--no-references", "--address", ray_address)
-    assert result.returncode == 0, result.stderr[-3000:]
+    outcome, printed = search_here(space, run_dir, ray_address)
     failed = [r for r in rows(run_dir) if r["state"] == "failed"]
     assert len(failed) == 2 and all("TrainingDiverged: loss is" in r["reason"] for r in failed)
-    assert "no trial finished training" in result.stderr
+    assert "no trial finished training" in printed and outcome.best_trial is None
 
 
-def start_cluster(nodes: int, cpus: int, gpus: int = 0):
+def test_trials_spread_over_the_nodes_and_gpus_of_a_cluster(tmp_path, fake_fmnist):
+    """Two nodes of one GPU each (Ray's GPUs are resources: no device is needed), one GPU per
+    trial: the trials run on both nodes, each sees exactly one GPU, and no two share one. The
+    nodes are one machine: a trial that measured its latency while the other trained says so."""
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus, "num_gpus": gpus, "include_dashboard": False})
-    for _ in range(nodes - 1):
-        cluster.add_node(num_cpus=cpus)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1, num_gpus=1)
     cluster.wait_for_nodes()
-    return cluster
-
-
-def test_trials_run_on_both_nodes_of_a_cluster(tmp_path, fake_fmnist):
-    cluster = start_cluster(nodes=2, cpus=1)
     try:
         run_dir = tmp_path / "run"
-        result = tune(str(write_space(tmp_path, fake_fmnist, trials=2)), "--out", str(run_dir), "--no-references",
-                      "--address", cluster.address)
-        assert result.returncode == 0, result.stderr[-3000:]
-        nodes = {r["node"] for r in rows(run_dir) if r["state"] in ("complete", "stopped")}
-        assert len(nodes) == 2, nodes
-    finally:
-        cluster.shutdown()
-
-
-def test_one_gpu_per_trial_with_two_gpus(tmp_path, fake_fmnist):
-    cluster = start_cluster(nodes=1, cpus=4, gpus=2)
-    try:
-        run_dir = tmp_path / "run"
-        result = tune(str(write_space(tmp_path, fake_fmnist, trials=4)), "--out", str(run_dir), "--no-references",
-                      "--address", cluster.address, "--gpus-per-trial", "1", "--device", "cpu")
-        assert result.returncode == 0, result.stderr[-3000:]
+        # cotnet_tiny for 3 epochs, none stopped early: a trial trains for longer than the next
+        # one's worker takes to start, so the two overlap.
+        space = write_space(tmp_path, fake_fmnist, trials=3, train={"device": "cpu", "epochs": 3},
+                            search={"gpus_per_trial": 1, "scheduler": "none"}, base="cotnet_tiny", budgets={})
+        search_here(space, run_dir, cluster.address)
     finally:
         cluster.shutdown()
     study = open_study(run_dir)
     spans = [(t.user_attrs["trial_started_at"], t.user_attrs["trial_started_at"] + t.user_attrs["duration_s"],
-              t.user_attrs["gpu_ids"]) for t in study.trials if "trial_started_at" in t.user_attrs]
-    assert len(spans) == 4
-    assert all(gpu in ("0", "1") for _, _, gpu in spans)  # each trial sees exactly one GPU
-    for start, _, _ in spans:  # at each trial's start: who runs then (itself included), on which GPU
-        running = [g for s, e, g in spans if s <= start < e]
+              (t.user_attrs["node"], t.user_attrs["gpu_ids"])) for t in study.trials if "trial_started_at" in t.user_attrs]
+    assert len(spans) == 3
+    assert all(gpu in ("0", "1") for _, _, (_, gpu) in spans)  # each trial sees exactly one GPU
+    assert len({node for _, _, (node, _) in spans}) == 2  # both nodes ran trials
+    for start, _, _ in spans:  # at each trial's start: who runs then (itself included), on which node's GPU
+        running = [where for s, e, where in spans if s <= start < e]
         assert len(running) <= 2 and len(set(running)) == len(running)
+    assert True in {t.user_attrs["latency_shared"] for t in study.trials if "latency_shared" in t.user_attrs}
 
 
 def start_search(space, *args):
@@ -180,13 +167,9 @@ def test_a_stopped_search_resumes_without_losing_or_repeating(tmp_path, fake_fmn
     finished = wait_for_trials(proc, run_dir, finished=2, running=1)
     os.killpg(proc.pid, signal.SIGKILL)  # no clean-up at all; its lock goes with it
     proc.wait()
-    result = tune(space, "--resume", run_dir, *args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "resuming" in result.stderr and "interrupted (run again first)" in result.stderr
+    _, printed = search_here(space, run_dir, ray_address, resume=True)
+    assert "resuming" in printed and "interrupted (run again first)" in printed
     check_resumed_run(run_dir, 5, finished)
-    # Two trials at a time on one machine: a trial measures its latency while the other trains
-    # (trials train for longer than one takes to start), and its record says so.
-    assert "True" in {r["latency_shared"] for r in rows(run_dir) if r["state"] in ("complete", "stopped")}
 
 
 ONE_SPEC_SPACE = """
@@ -209,8 +192,7 @@ def test_every_record_of_a_trial_describes_the_network_it_trained(tmp_path, ray_
     space = tmp_path / "space.yaml"
     space.write_text(ONE_SPEC_SPACE.format(data=data))
     run_dir = tmp_path / "run"
-    result = tune(space, "--out", run_dir, "--address", ray_address)
-    assert result.returncode == 0, result.stderr[-3000:]
+    search_here(space, run_dir, ray_address)
     trained = [r for r in records(open_study(run_dir)) if r.trained]
     assert len(trained) == 2
     for r in trained:

@@ -20,7 +20,7 @@ from helpers import model_for
 
 
 def run_once(folder, **overrides):
-    data = load_data(f"fashion-mnist:{folder}", val_size=100)
+    data = load_data(f"fashion-mnist:{folder}", val_size=100, train_limit=100)  # two steps an epoch
     config = TrainConfig(epochs=2, batch_size=50, device="cpu", **overrides)
     model = model_for("cotnet_tiny", data, seed=config.seed)
     return model, train(model, data, config)
@@ -61,7 +61,7 @@ def test_nan_loss_raises(fake_fmnist):
 
 def test_sgd_and_checkpoint_round_trip_in_process(fake_fmnist, tmp_path):
     ckpt = tmp_path / "ckpt.safetensors"
-    data = load_data(f"fashion-mnist:{fake_fmnist}", val_size=100)
+    data = load_data(f"fashion-mnist:{fake_fmnist}", val_size=100, train_limit=100)
     config = TrainConfig(epochs=2, batch_size=50, opt="sgd")
     full = train(model_for("cotnet_tiny", data), data, config)
 
@@ -82,7 +82,8 @@ def test_sgd_and_checkpoint_round_trip_in_process(fake_fmnist, tmp_path):
 
 def cli_train(folder, *extra):
     return [sys.executable, "-m", "cotsearch.cli", "train", "cotnet_tiny", "--data", f"fashion-mnist:{folder}",
-            "--epochs", "3", "--batch-size", "50", "--val-size", "100", "--device", "cpu", "--json", *extra]
+            "--epochs", "3", "--batch-size", "50", "--train-limit", "150", "--val-size", "100", "--device", "cpu", "--json",
+            *extra]
 
 
 @pytest.mark.slow
@@ -109,10 +110,13 @@ def test_killed_run_resumes_to_the_same_result(fake_fmnist, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="needs dataset-fashion-mnist")
-def test_one_epoch_on_10k_fashion_mnist_reaches_80_percent(tmp_path):
+def test_one_epoch_on_6k_fashion_mnist_reaches_80_percent(tmp_path):
+    """Real images: 6,000 of Fashion-MNIST's training set, one epoch at batch 32, tested on all
+    10,000 test images (81.6% here; 10,000 images at batch 64 took 15 s longer for 82.6%)."""
     out = tmp_path / "tiny.safetensors"
     result = subprocess.run([sys.executable, "-m", "cotsearch.cli", "train", "cotnet_tiny", "--epochs", "1",
-                             "--train-limit", "10000", "--device", "cpu", "--json", "-o", str(out)],
+                             "--train-limit", "6000", "--batch-size", "32", "--val-size", "1000", "--device", "cpu",
+                             "--json", "-o", str(out)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
