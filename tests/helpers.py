@@ -64,6 +64,16 @@ def cli(*args, env=None, timeout=600, cwd=REPO) -> subprocess.CompletedProcess:
                           timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)
 
 
+def cli_here(*args):
+    """`cotsearch ARGS` in this process (typer's test runner): what a command computes and
+    prints, without an interpreter start; `cli` tests how it exits, as a user runs it."""
+    from typer.testing import CliRunner
+
+    from cotsearch.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
 def write_idx(folder, prefix, images, labels, gz=True, images_magic=0x803):
     folder.mkdir(parents=True, exist_ok=True)
     n, h, w = images.shape
@@ -104,7 +114,8 @@ def write_cifar(folder, n_per_batch=20, evil=False):
 
 # cotnet_tiny at half its width: every kind of block and choice of the real space, at a
 # quarter of the MACs, so the searches of the tests spend their time on the search itself.
-HALF_TINY = {"name": "half_tiny", "in_chans": 1, "num_classes": 10, "input_size": 28, "stem": {"type": "small", "width": 16},
+HALF_TINY = {"name": "half_tiny", "in_chans": 1, "num_classes": 10, "input_size": 28,
+             "stem": {"type": "small", "width": 16},
              "stages": [{"depth": 1, "planes": 8, "stride": 1, "blocks": "cot"},
                         {"depth": 2, "planes": 16, "stride": 2, "blocks": "cot"},
                         {"depth": 2, "planes": 32, "stride": 2, "blocks": "cot"},

@@ -1,4 +1,5 @@
-"""The command line, run as a user runs it (a subprocess): tables, files, exit codes."""
+"""The command line: exit codes and one-line errors as a user meets them (a subprocess); tables and
+files in this process."""
 
 import json
 import os
@@ -10,14 +11,14 @@ import torch
 
 import cotsearch
 
-from helpers import cli, preset_model
+from helpers import cli, cli_here, preset_model
 from official import fill_official
 
 
 def test_build_preset_writes_a_loadable_model_file(tmp_path):
     out = tmp_path / "m.safetensors"
-    result = cli("build", "cotnet_tiny", "-o", str(out), "--input-size", "32")
-    assert result.returncode == 0, result.stderr
+    result = cli_here("build", "cotnet_tiny", "-o", out, "--input-size", "32")
+    assert result.exit_code == 0, result.output
     assert "params: 535,096" in result.stdout and "4x4" in result.stdout
     assert cotsearch.load_model(out).spec == cotsearch.load_spec("cotnet_tiny")
 
@@ -42,8 +43,8 @@ def test_build_hand_written_spec(tmp_path):
         "stages:\n  - {depth: 2, planes: 16, blocks: [conv, cot], cot: {kernel_size: 5, heads: 4}}\n"
         "  - {depth: 2, planes: 32, stride: 2, cardinality: 2, blocks: cot}\nse_ratio: 0.25\nact: silu\n"
     )
-    result = cli("build", str(spec))
-    assert result.returncode == 0, result.stderr
+    result = cli_here("build", spec)
+    assert result.exit_code == 0, result.output
     assert "cC (c=conv C=cot)" in result.stdout and "cot x2" in result.stdout  # the pattern, then one kind
     assert "16x16" in result.stdout  # the strided stage's output
 
@@ -78,8 +79,8 @@ def test_convert_official_checkpoint(tmp_path):
     ckpt = tmp_path / "official.pth"
     torch.save({"state_dict_ema": fill_official("se_cotnetd_50")}, ckpt)
     out = tmp_path / "se50.safetensors"
-    result = cli("convert", str(ckpt), "--preset", "se_cotnetd_50", "-o", str(out))
-    assert result.returncode == 0, result.stderr
+    result = cli_here("convert", ckpt, "--preset", "se_cotnetd_50", "-o", out)
+    assert result.exit_code == 0, result.output
     model = cotsearch.load_model(out)
     assert model.spec.name == "se_cotnetd_50" and model.num_classes == 1000
 

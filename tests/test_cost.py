@@ -17,7 +17,7 @@ from cotsearch.cost.flops import measure_flops
 from cotsearch.cost.latency import measure_latency, time_callable
 from cotsearch.nn.layers import CoTLayer
 
-from helpers import cli, preset_model, valid_specs
+from helpers import cli_here, preset_model, valid_specs
 
 # The official counter's figures (GMACs), from the task's reference list.
 PAPER_GMACS = [
@@ -112,8 +112,8 @@ def test_cuda_request_without_cuda_is_a_clear_error():
 
 
 def test_profile_json_cli():
-    result = cli("profile", "cotnet50", "--json")
-    assert result.returncode == 0, result.stderr
+    result = cli_here("profile", "cotnet50", "--json")
+    assert result.exit_code == 0, result.output
     data = json.loads(result.stdout.strip().splitlines()[-1])
     assert data["params"] == 22_222_416 and data["macs"] / 1e9 == pytest.approx(3.287, rel=0.005)
     assert data["macs_conv"] == data["measured_macs_conv"]

@@ -10,7 +10,7 @@ from torch import nn
 import cotsearch
 from cotsearch.export.fold_bn import conv_bn_pairs
 
-from helpers import cli, preset_model, two_blocks_model
+from helpers import cli, cli_here, preset_model, two_blocks_model
 
 
 def with_trained_like_norms(model: nn.Module) -> nn.Module:
@@ -103,9 +103,9 @@ def test_export_onnx_matches_pytorch_at_any_batch(model_file, tmp_path):
 def test_export_onnx_static_batch(model_file, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     out = tmp_path / "static.onnx"
-    result = cli("export-onnx", str(model_file), "-o", str(out), "--static-batch", "--batch-size", "2",
-                 "--no-fold-bn", "--no-check")
-    assert result.returncode == 0, result.stderr
+    result = cli_here("export-onnx", model_file, "-o", out, "--static-batch", "--batch-size", "2",
+                      "--no-fold-bn", "--no-check")
+    assert result.exit_code == 0, result.output
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == [2, 1, 28, 28]
 

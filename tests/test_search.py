@@ -87,15 +87,15 @@ def test_trials_spread_over_the_nodes_and_gpus_of_a_cluster(tmp_path, fake_fmnis
     finally:
         cluster.shutdown()
     study = open_study(run_dir)
-    spans = [(t.user_attrs["trial_started_at"], t.user_attrs["trial_started_at"] + t.user_attrs["duration_s"],
-              (t.user_attrs["node"], t.user_attrs["gpu_ids"])) for t in study.trials if "trial_started_at" in t.user_attrs]
+    ran = [t.user_attrs for t in study.trials if "trial_started_at" in t.user_attrs]
+    spans = [(a["trial_started_at"], a["trial_started_at"] + a["duration_s"], (a["node"], a["gpu_ids"])) for a in ran]
     assert len(spans) == 3
     assert all(gpu in ("0", "1") for _, _, (_, gpu) in spans)  # each trial sees exactly one GPU
     assert len({node for _, _, (node, _) in spans}) == 2  # both nodes ran trials
     for start, _, _ in spans:  # at each trial's start: who runs then (itself included), on which node's GPU
         running = [where for s, e, where in spans if s <= start < e]
         assert len(running) <= 2 and len(set(running)) == len(running)
-    assert True in {t.user_attrs["latency_shared"] for t in study.trials if "latency_shared" in t.user_attrs}
+    assert True in {a["latency_shared"] for a in ran}
 
 
 def start_search(space, *args):

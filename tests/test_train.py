@@ -82,8 +82,8 @@ def test_sgd_and_checkpoint_round_trip_in_process(fake_fmnist, tmp_path):
 
 def cli_train(folder, *extra):
     return [sys.executable, "-m", "cotsearch.cli", "train", "cotnet_tiny", "--data", f"fashion-mnist:{folder}",
-            "--epochs", "3", "--batch-size", "50", "--train-limit", "150", "--val-size", "100", "--device", "cpu", "--json",
-            *extra]
+            "--epochs", "3", "--batch-size", "50", "--train-limit", "150", "--val-size", "100", "--device", "cpu",
+            "--json", *extra]
 
 
 @pytest.mark.slow
