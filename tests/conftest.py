@@ -19,8 +19,8 @@ def fake_fmnist(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ray_address():
-    """One local Ray cluster (2 CPUs) for the session's searches: each `tune --address` joins
-    it instead of starting and stopping a Ray of its own."""
+    """One local Ray cluster (2 CPUs) for the session's searches: each `tune --address`, and
+    each driver a test runs in its own process, joins it instead of starting a Ray of its own."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
@@ -30,10 +30,11 @@ def ray_address():
 
 @pytest.fixture(scope="session")
 def small_search(tmp_path_factory, fake_fmnist, ray_address):
-    """One small real search (3 trials, 2 at a time, latency measured with the node to
-    itself), shared by the tests that only read its outputs: (run directory, finished process)."""
+    """One small real search through the command line (3 trials, 2 at a time, latency measured
+    with the node to itself), shared by the tests that only read its outputs: (run directory,
+    finished process)."""
     tmp = tmp_path_factory.mktemp("search")
     result = tune(write_space(tmp, fake_fmnist, trials=3), "--out", tmp / "run", "--no-references", "--latency-isolated",
-                  "--address", ray_address)
+                  "--trial-timeout", "600", "--device", "cpu", "--address", ray_address)
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp / "run", result

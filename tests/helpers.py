@@ -4,13 +4,17 @@ run from any working directory."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import faulthandler
 import gzip
+import io
 import os
 import pickle
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import yaml
@@ -31,8 +35,8 @@ def preset_model(name: str, **overrides):
 
 # The smallest network holding every kind of layer a compiler or an exporter meets: a strided
 # CoT layer with a projection shortcut, then a conv block behind an identity shortcut, SE in
-# both. cotnet_tiny's six blocks repeat these and take longer to compile (76 s against 43 s
-# with a cold inductor cache here) and to export to ONNX.
+# both. Compiling cotnet_tiny (six CoT blocks) took 76 s against this one's 43 s with a cold
+# inductor cache here, and exporting it to ONNX about three times as long.
 TWO_BLOCKS = {"name": "two_blocks", "in_chans": 1, "num_classes": 10, "input_size": 28, "se_ratio": 0.25,
               "stem": {"type": "small", "width": 16},
               "stages": [{"depth": 2, "planes": 8, "stride": 2, "blocks": ["cot", "conv"]}]}
@@ -152,17 +156,27 @@ def search_here(space_file, run_dir, address, resume=False):
     """The search `cotsearch tune SPACE --out RUN_DIR --address ADDRESS` (or `--resume RUN_DIR`) runs, in this process:
     the same driver on the same Ray cluster, without the interpreter start and imports (seconds)
     that the tests of the command line itself pay. Returns (outcome, what it printed)."""
-    from io import StringIO
-
-    from rich.console import Console
-
     from cotsearch.search.runner import run_search
     from cotsearch.search.space import load_space
 
-    printed = StringIO()
-    outcome = run_search(load_space(str(space_file)), run_dir, resume=resume, address=address,
-                         console=Console(file=printed, width=200))
-    return outcome, printed.getvalue()
+    with in_this_process() as console:
+        outcome = run_search(load_space(str(space_file)), run_dir, resume=resume, address=address, console=console)
+    return outcome, console.file.getvalue()
+
+
+@contextlib.contextmanager
+def in_this_process(limit_s: int = 600):
+    """For a driver run in the test's process: a console that keeps what it prints, the
+    environment variables it sets kept from the commands later tests start, and the time
+    limit a subprocess would have (a hang dumps every thread's stack and ends the run)."""
+    from rich.console import Console
+
+    faulthandler.dump_traceback_later(limit_s, exit=True)
+    try:
+        with mock.patch.dict(os.environ):
+            yield Console(file=io.StringIO(), width=200)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 def rows(run_dir):

@@ -58,20 +58,24 @@ def test_killed_worker_node_ends_with_the_trial_retried_or_failed(tmp_path, fake
     nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     run_dir = tmp_path / "run"
+    killed, search_over = threading.Event(), threading.Event()
 
     def kill_the_second_node():
-        deadline = time.time() + 120
-        while time.time() < deadline and not list((run_dir / "trials").glob("*/model.safetensors")):
-            time.sleep(0.2)  # both nodes are busy once a trial has finished an epoch
-        cluster.remove_node(nodes[1], allow_graceful=False)
+        while not search_over.is_set() and not list((run_dir / "trials").glob("*/model.safetensors")):
+            search_over.wait(0.2)  # both nodes are busy once a trial has finished an epoch
+        if not search_over.is_set():
+            cluster.remove_node(nodes[1], allow_graceful=False)
+            killed.set()
 
     killer = threading.Thread(target=kill_the_second_node)
     try:
         killer.start()
         search_here(write_space(tmp_path, fake_fmnist, trials=2, train={"epochs": 3}), run_dir, cluster.address)
     finally:
+        search_over.set()
         killer.join()
         cluster.shutdown()
+    assert killed.is_set()  # mid-search
     table = rows(run_dir)
     done = [r for r in table if r["state"] in ("complete", "stopped", "failed")]
     assert len(done) == 2, table  # the search completed: every requested trial ended

@@ -110,6 +110,20 @@ def test_export_onnx_static_batch(model_file, tmp_path):
     assert session.get_inputs()[0].shape == [2, 1, 28, 28]
 
 
+def test_the_library_refuses_what_the_command_checks_first(model_file, tmp_path):
+    """export_onnx and convert_checkpoint check for themselves what the commands report before
+    torch loads (tests/test_layout.py), for callers of the library."""
+    from cotsearch.errors import CotsearchError
+    from cotsearch.export.convert import convert_checkpoint
+    from cotsearch.export.onnx import export_onnx
+
+    pytest.importorskip("onnxscript")
+    with pytest.raises(CotsearchError, match="cannot write: no such directory"):
+        export_onnx(cotsearch.load_model(model_file), tmp_path / "no" / "dir" / "a.onnx")
+    with pytest.raises(CotsearchError, match="missing.pth: no such checkpoint file"):
+        convert_checkpoint(tmp_path / "missing.pth", "cotnet50")
+
+
 def test_export_onnx_errors_are_one_line_and_write_nothing(model_file, tmp_path):
     missing = cli("export-onnx", str(tmp_path / "nope.safetensors"), "-o", str(tmp_path / "a.onnx"))
     assert missing.returncode == 2 and "no such model file" in missing.stderr and "Traceback" not in missing.stderr

@@ -44,11 +44,12 @@ def test_imports_only_go_down_the_layers():
     assert not upward
 
 
-def modules_loaded_by(code: str) -> set[str]:
-    """The heavy libraries a fresh interpreter has loaded after running `code`."""
+def modules_loaded_by(code: str, says: str = "") -> set[str]:
+    """The heavy libraries a fresh interpreter has loaded after running `code` (whose stderr
+    must hold `says`)."""
     probe = f"{code}\nimport sys\nprint('loaded:', *(m for m in {HEAVY!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0 and says in result.stderr, result.stderr
     last = result.stdout.strip().splitlines()[-1].split()
     assert last[0] == "loaded:", result.stdout[-300:]
     return set(last[1:])
@@ -66,12 +67,14 @@ def test_commands_that_build_no_model_import_no_torch(args):
     assert modules_loaded_by(cli_code(*args)) == set()
 
 
-@pytest.mark.parametrize("args", [["export-onnx", "missing.safetensors", "-o", "a.onnx"],
-                                  ["export-onnx", "README.md", "-o", "no/such/dir/a.onnx"],
-                                  ["convert", "missing.pth", "--preset", "cotnet50", "-o", "a.safetensors"],
-                                  ["convert", "missing.pth", "--preset", "cotnet500", "-o", "a.safetensors"]])
-def test_mistakes_in_commands_that_need_torch_are_reported_before_it_loads(args):
-    assert modules_loaded_by(cli_code(*args, exit_code=2)) == set()
+@pytest.mark.parametrize("args, message", [
+    (["export-onnx", "missing.safetensors", "-o", "a.onnx"], "missing.safetensors: no such model file"),
+    (["export-onnx", "README.md", "-o", "no/such/dir/a.onnx"], "cannot write: no such directory no/such/dir"),
+    (["convert", "missing.pth", "--preset", "cotnet50", "-o", "a.safetensors"], "missing.pth: no such checkpoint file"),
+    (["convert", "missing.pth", "--preset", "cotnet500", "-o", "a.safetensors"], "--preset cotnet500: unknown preset"),
+])
+def test_mistakes_in_commands_that_need_torch_are_reported_before_it_loads(args, message):
+    assert modules_loaded_by(cli_code(*args, exit_code=2), says=message) == set()
 
 
 def test_validating_and_pricing_specs_and_spaces_imports_no_torch():

@@ -195,7 +195,7 @@ def midway(tmp_path_factory, fake_fmnist):
         duration_s=60, latency_ms=5.0, latency_shared=True)
     add("cot", "cot", 0.0, "stopped", 0.3, 1, [], on_ray=True, node="n1", trial_started_at=now - 95, duration_s=20,
         latency_ms=45.0, latency_shared=True)
-    add("conv", "se_conv", 0.25, "infeasible", reason="over budget: max_macs by +7.0%")
+    add("conv", "se_conv", 0.25, "infeasible", reason="over budget: max_macs by +1.4%")
     add("cot", "conv", 0.0, "running", reported=[0.6], on_ray=True, started_at=now - 5)
     add("cot", "se_conv", 0.0, "failed", reported=[0.2], on_ray=True, node="n2", trial_started_at=now - 98,
         duration_s=10, latency_ms=4.0, latency_shared=False, reason="TrainingDiverged: loss is nan")

@@ -10,14 +10,12 @@ import signal
 import subprocess
 import sys
 import time
-from io import StringIO
 
 import numpy as np
 import optuna
 import pytest
 import torch
 import yaml
-from rich.console import Console
 from torch import nn
 
 import cotsearch
@@ -26,10 +24,9 @@ from cotsearch.search.prescreen import cutoff, random_candidates
 from cotsearch.search.searcher import StudySearcher
 from cotsearch.search.space import PROXY_NAMES, SearchSpace, load_space
 from cotsearch.search.sweep import enumerate_specs, make_row, read_rows, row_configs, write_table
-from cotsearch.search.sweep_runner import run_sweep
 from cotsearch.search.trial import train_trial
 
-from helpers import SPACES
+from helpers import SPACES, cli
 
 # A 4-stage network small enough to train in a second on the fake data set.
 TINY_BASE = {"name": "tiny", "in_chans": 1, "num_classes": 10, "input_size": 28, "stem": {"type": "small", "width": 8},
@@ -226,14 +223,10 @@ def test_a_killed_sweep_resumes_without_training_a_finished_row_again(tmp_path, 
     before = {p.name: p.read_text() for p in (out / "rows").glob("*.json")}
     assert 1 <= len(before) < 4, proc.stderr.read()[-3000:]
 
-    # The resumed sweep in this process (the driver `cotsearch sweep ... --resume` runs), which
-    # spares it an interpreter start; the killed one above was the command itself.
-    printed = StringIO()
-    run_sweep(load_space(str(space)), out, None, 2, resume=True, address=ray_address,
-              console=Console(file=printed, width=200))
-    printed = printed.getvalue()
-    assert f"2 specs x 2 seeds; {len(before)} rows finished, {4 - len(before)} to train" in printed
-    trained = [line for line in printed.splitlines() if " complete: val top-1 " in line]
+    result = cli("sweep", space, *args, "--resume", out, env=ONE_THREAD, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"2 specs x 2 seeds; {len(before)} rows finished, {4 - len(before)} to train" in result.stderr
+    trained = [line for line in result.stderr.splitlines() if " complete: val top-1 " in line]
     assert len(trained) == 4 - len(before)
     assert all((out / "rows" / name).read_text() == text for name, text in before.items())  # kept as they were
 
