@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cotsearch.errors import CotsearchError
-from cotsearch.files import check_writable
+from cotsearch.errors import CotsearchError, ModelFileError
+from cotsearch.files import check_writable, require_file, require_folder
 
 app = typer.Typer(
     help="Configure, cost, train and search CoTNet-family vision backbones.",
@@ -458,12 +458,10 @@ def export_onnx(
     latency: Annotated[bool, typer.Option(help="also time onnxruntime and PyTorch on this machine's CPU")] = False,
 ):
     """Export a model file to ONNX (standard ops only), checked against onnxruntime."""
-    # The two common mistakes are reported before torch is imported (seconds); the library
-    # checks them again for its own callers.
-    if not model_file.exists():
-        raise CotsearchError(f"{model_file}: no such model file")
-    if not output.parent.is_dir():
-        raise CotsearchError(f"{output}: cannot write: no such directory {output.parent}")
+    # The two common mistakes, reported before torch is imported (seconds) by the checks the
+    # library makes for its own callers.
+    require_file(model_file, "model file", ModelFileError)
+    require_folder(output)
     import torch
 
     from cotsearch.cost.latency import resolve_device, time_callable

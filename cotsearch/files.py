@@ -47,6 +47,19 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
 
 
 
+def require_file(path: str | Path, what: str, error: type[CotsearchError] = CotsearchError) -> None:
+    """`path` exists, else `error` saying so (torch-free: commands check before loading torch)."""
+    if not Path(path).exists():
+        raise error(f"{path}: no such {what}")
+
+
+def require_folder(path: str | Path) -> None:
+    """For a writer that does not create folders: the folder `path` goes in exists."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise CotsearchError(f"{path}: cannot write: no such directory {path.parent}")
+
+
 def check_writable(path: str | Path, option: str) -> None:
     """Fail before long work, not after it, when `path` cannot be written."""
     path = Path(path)

@@ -18,7 +18,7 @@ from cotsearch.arch.spec import BackboneSpec
 from cotsearch.arch.yaml_io import format_validation_error
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.errors import ModelFileError
-from cotsearch.files import atomic_write_bytes
+from cotsearch.files import atomic_write_bytes, require_file
 from cotsearch.nn.model import CoTNet, compare_state_dict
 
 SPEC_KEY = "cotsearch.spec"
@@ -56,8 +56,7 @@ def save_model(model: CoTNet, path: str | Path, extra: dict[str, Any] | None = N
 
 def _read(path: str | Path, with_tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     path = Path(path)
-    if not path.exists():
-        raise ModelFileError(f"{path}: no such model file")
+    require_file(path, "model file", ModelFileError)
     if not path.is_file():
         raise ModelFileError(f"{path}: not a file; expected a model file (.safetensors)")
     try:

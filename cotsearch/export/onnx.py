@@ -14,7 +14,7 @@ import torch
 
 from cotsearch.errors import CotsearchError
 from cotsearch.export.fold_bn import optimize_for_inference
-from cotsearch.files import atomic_write_bytes
+from cotsearch.files import atomic_write_bytes, require_folder
 from cotsearch.nn.model import CoTNet
 
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -39,8 +39,7 @@ def export_onnx(model: CoTNet, path: str | Path, batch_size: int = 1, input_size
     require("onnx")
     require("onnxscript")
     path = Path(path)
-    if not path.parent.is_dir():
-        raise CotsearchError(f"{path}: cannot write: no such directory {path.parent}")
+    require_folder(path)
     model = optimize_for_inference(model) if fold_bn else model.eval()
     x = example_input(model, batch_size, input_size)
     dynamic_shapes = {"x": {0: torch.export.Dim("batch", min=1)}} if dynamic_batch else None

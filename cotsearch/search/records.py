@@ -28,6 +28,13 @@ def trial_dir(run_dir: str | Path, number: int | str) -> Path:
     return Path(run_dir) / "trials" / (f"{number:04d}" if isinstance(number, int) else str(number))
 
 
+def worker_failure(run_dir: str | Path, number: int | str) -> str:
+    """Why a trial whose worker died without reporting failed: the reason it left on disk (a
+    timeout), else a pointer to Ray's log."""
+    note = trial_dir(run_dir, number) / FAILURE_NOTE
+    return note.read_text().strip() if note.exists() else "the trial's worker raised or died (see Ray's log)"
+
+
 def study_storage(run_dir: Path) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(f"sqlite:///{run_dir.resolve() / 'study.db'}",
                                       engine_kwargs={"connect_args": {"timeout": 60}})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,24 +117,41 @@ def check_resources(space: SearchSpace) -> None:
                              f"much (the largest has {largest.get('CPU', 0):g} CPUs and {largest.get('GPU', 0):g} GPUs)")
 
 
-def run_search(space: SearchSpace, run_dir: Path, resume: bool = False, address: str | None = None,
-               console: Console | None = None) -> SearchOutcome:
-    console = console or Console(stderr=True)
-    space.data_shape()  # a missing data set is reported now, before anything is written
+@contextmanager
+def ray_session(space: SearchSpace, run_dir: Path, resume: bool, address: str | None):
+    """What a search and a sweep both do around their trials: join Ray (or start it here),
+    check that a node can run a trial, and prepare and lock the run directory; yields the
+    space to run (resuming: the saved one) and undoes it all in reverse."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Ray tables; our own progress lines
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops the search (see below)
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops the run (see ctrl_c.py)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started_ray = _init_ray(address)
     try:
         check_resources(space)
         space, lock = prepare_run_dir(space, run_dir, resume)
         try:
-            return _search(space, run_dir, resume, console)
+            yield space
         finally:
             lock.close()
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def trial_trainable(space: SearchSpace, run_dir: Path):
+    """The trial code as Ray Tune's trainable, with each trial's resources."""
+    return tune.with_resources(
+        tune.with_parameters(run_trial, space_json=space.model_dump_json(by_alias=True), run_dir=str(run_dir.resolve())),
+        {"cpu": space.search.cpus_per_trial, "gpu": space.search.gpus_per_trial},
+    )
+
+
+def run_search(space: SearchSpace, run_dir: Path, resume: bool = False, address: str | None = None,
+               console: Console | None = None) -> SearchOutcome:
+    console = console or Console(stderr=True)
+    space.data_shape()  # a missing data set is reported now, before anything is written
+    with ray_session(space, run_dir, resume, address) as space:
+        return _search(space, run_dir, resume, console)
 
 
 def _search(space: SearchSpace, run_dir: Path, resume: bool, console: Console) -> SearchOutcome:
@@ -142,10 +160,7 @@ def _search(space: SearchSpace, run_dir: Path, resume: bool, console: Console) -
         interrupted = fail_interrupted(study)
         console.print(f"resuming {run_dir}: {finished_trials(study)} trials finished, "
                       f"{interrupted} interrupted (run again first)")
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, space_json=space.model_dump_json(by_alias=True), run_dir=str(run_dir.resolve())),
-        {"cpu": space.search.cpus_per_trial, "gpu": space.search.gpus_per_trial},
-    )
+    trainable = trial_trainable(space, run_dir)
     progress, ctrl_c = SearchProgress(study, run_dir, console), CtrlC()
     try:
         with ctrl_c.handling():

@@ -25,7 +25,7 @@ from cotsearch.arch.spec import BackboneSpec
 from cotsearch.cost.analytic import CostReport
 from cotsearch.errors import CotsearchError
 from cotsearch.search.prescreen import Candidate, Screen
-from cotsearch.search.records import FAILURE_NOTE, STUDY_NAME, TRAINED_STATES, open_study, study_storage, trial_dir
+from cotsearch.search.records import STUDY_NAME, TRAINED_STATES, open_study, study_storage, worker_failure
 from cotsearch.search.space import SearchSpace, price
 
 MAX_REPEATS = 50  # samples of specs this run already trained, in one suggest, after which the search ends
@@ -195,10 +195,7 @@ class StudySearcher(Searcher):
             if key in result:
                 trial.set_user_attr(key, result[key])
         if error or result.get("failed"):
-            # A worker that died without reporting may have left its reason (a timeout) on disk.
-            note = trial_dir(self.run_dir, trial.number) / FAILURE_NOTE
-            reason = result.get("error") or (note.read_text().strip() if note.exists() else
-                                             "the trial's worker raised or died (see Ray's log)")
+            reason = result.get("error") or worker_failure(self.run_dir, trial.number)
             trial.set_user_attr("state", "failed")
             trial.set_user_attr("reason", reason)
             self.study.tell(trial, state=TrialState.FAIL)

@@ -3,19 +3,16 @@ search's: the same trial code, resources, cluster support and failure handling."
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
-import optuna
 from ray import tune
 from rich.console import Console
 
 from cotsearch.files import save_figure
 from cotsearch.search.ctrl_c import CtrlC
-from cotsearch.search.records import FAILURE_NOTE, trial_dir
-from cotsearch.search.rundir import prepare_run_dir
-from cotsearch.search.runner import _init_ray, check_resources
+from cotsearch.search.records import worker_failure
+from cotsearch.search.runner import ray_session, trial_trainable
 from cotsearch.search.space import SearchSpace
 from cotsearch.search.sweep import (
     EDF,
@@ -30,7 +27,6 @@ from cotsearch.search.sweep import (
     write_row,
     write_table,
 )
-from cotsearch.search.trial import run_trial
 
 
 class RowWriter(tune.Callback):
@@ -63,9 +59,8 @@ class RowWriter(tune.Callback):
         config = trial.config["row"]
         number = config["number"]
         failure = None
-        if last.get("failed") and not last.get("error"):  # the worker died: the watchdog's note, if any
-            note = trial_dir(self.out, number) / FAILURE_NOTE
-            failure = note.read_text().strip() if note.exists() else "the trial's worker raised or died (see Ray's log)"
+        if last.get("failed") and not last.get("error"):  # the worker died without reporting
+            failure = worker_failure(self.out, number)
         row = make_row(config, last, self.curves.pop(trial.trial_id, {}), self.proxies, failure)
         write_row(self.out, number, row)
         self.done += 1
@@ -79,45 +74,28 @@ def run_sweep(space: SearchSpace, out: Path, archs: int | None, seeds: int, resu
               address: str | None = None, proxies: bool = True, console: Console | None = None) -> Path:
     """Train every row still to train (archs None: every feasible spec); returns sweep.csv."""
     console = console or Console(stderr=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     candidates = enumerate_specs(space) if archs is None else sample_specs(space, archs, space.search.seed)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: our own lines, no Ray tables
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops the sweep; finished rows stay
-    started_ray = _init_ray(address)
-    try:
-        check_resources(space)
-        space, lock = prepare_run_dir(space, out, resume)
-        try:
-            scores = score_proxies(space, candidates, out, console) if proxies else {}
-            configs = row_configs(candidates, seeds, space.train.seed)
-            done = {n for n, row in read_rows(out).items() if row["state"] in FINISHED}
-            todo = [c for c in configs if c["number"] not in done]
-            console.print(f"sweep {space.name}: {len(candidates)} specs x {seeds} seeds; {len(configs) - len(todo)} "
-                          f"rows finished, {len(todo)} to train in {out}", highlight=False, soft_wrap=True)
-            if todo:
-                ctrl_c = CtrlC()
-                with ctrl_c.handling():
-                    _train(space, out, todo, [RowWriter(out, scores, console, len(todo)), ctrl_c])
-                    ctrl_c.raise_if_pressed()
-        finally:
-            lock.close()
-    finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+    with ray_session(space, out, resume, address) as space:
+        scores = score_proxies(space, candidates, out, console) if proxies else {}
+        configs = row_configs(candidates, seeds, space.train.seed)
+        done = {n for n, row in read_rows(out).items() if row["state"] in FINISHED}
+        todo = [c for c in configs if c["number"] not in done]
+        console.print(f"sweep {space.name}: {len(candidates)} specs x {seeds} seeds; {len(configs) - len(todo)} "
+                      f"rows finished, {len(todo)} to train in {out}", highlight=False, soft_wrap=True)
+        if todo:
+            ctrl_c = CtrlC()
+            with ctrl_c.handling():
+                _train(space, out, todo, [RowWriter(out, scores, console, len(todo)), ctrl_c])
+                ctrl_c.raise_if_pressed()
     rows = list(read_rows(out).values())
     save_figure(plot_edf(rows, list(space.params)), out / EDF)
     return write_table(out, rows)
 
 
 def _train(space: SearchSpace, out: Path, todo: list[dict], callbacks: list) -> None:
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, space_json=space.model_dump_json(by_alias=True), run_dir=str(out.resolve())),
-        {"cpu": space.search.cpus_per_trial, "gpu": space.search.gpus_per_trial})
     attempt = len(list(out.glob("ray-sweep-*"))) + 1
     tuner = tune.Tuner(
-        trainable, param_space={"row": tune.grid_search(todo)},
+        trial_trainable(space, out), param_space={"row": tune.grid_search(todo)},
         tune_config=tune.TuneConfig(max_concurrent_trials=space.search.max_concurrent_trials, reuse_actors=True,
                                     trial_dirname_creator=lambda trial: trial.config["row"]["number"]),
         run_config=tune.RunConfig(storage_path=str(out.resolve()), name=f"ray-sweep-{attempt}", verbose=0,
