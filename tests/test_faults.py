@@ -2,6 +2,10 @@
 interrupted writes. (Raising and NaN trials, SIGKILL of the driver: tests/test_search.py;
 bad inputs: tests/test_fuzz.py; tampered model files: tests/test_model_file.py.)"""
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,6 +17,7 @@ from cotsearch.cost.memory import OutOfMemory, check_fits
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_bytes
 from cotsearch.search import rundir
+from cotsearch.search.records import FAILURE_NOTE
 from cotsearch.search.rundir import prepare_run_dir
 from cotsearch.search.space import load_space
 
@@ -48,6 +53,35 @@ def test_hung_trial_fails_at_its_timeout(tmp_path, fake_fmnist, ray_address):
     failed = [r for r in rows(run_dir) if r["state"] == "failed"]
     assert len(failed) == 2 and all("timeout: still running after the trial_timeout_s of 5 s" in r["reason"] for r in failed)
     assert time.time() - started < 120
+
+
+WATCHED = """
+import sys, time
+from pathlib import Path
+from cotsearch.search.watchdog import Watchdog
+dog = Watchdog(0.2, Path(sys.argv[1]))
+try:
+    with dog.waiting_on_ray():  # a report that Ray holds past the trial's limit
+        time.sleep(0.5)
+        if sys.argv[2] == "stopped":
+            raise SystemExit(0)  # as Ray ends a stopped trial's report when its worker is reused
+except SystemExit:
+    time.sleep(0.5)
+    print("the worker lives on")
+    raise
+print("past the limit")
+"""
+
+
+@pytest.mark.parametrize("report, code, printed, note", [("returns", 1, "", True),
+                                                       ("stopped", 0, "the worker lives on\n", False)])
+def test_a_trial_waiting_on_ray_is_not_hung(tmp_path, report, code, printed, note):
+    """Past its limit while Ray holds it in a report, a trial that goes on is ended as it
+    leaves the report; one that Ray stopped leaves its worker alive for the next trial."""
+    result = subprocess.run([sys.executable, "-c", WATCHED, str(tmp_path), report], capture_output=True, text=True,
+                            check=False, timeout=60)
+    assert (result.returncode, result.stdout) == (code, printed), result.stderr
+    assert (tmp_path / FAILURE_NOTE).exists() == note
 
 
 @pytest.mark.slow
@@ -135,6 +169,16 @@ def test_a_search_that_cannot_run_stops_at_start_with_one_line(tmp_path, fake_fm
     assert result.stderr.count("\n") == 1 and not (tmp_path / "run").exists()
 
 
+def test_a_run_directory_in_use_is_reported_before_ray_starts(tmp_path):
+    """check_run_dir (what the command line checks before Ray) names the process running the search."""
+    space = load_space(SPACES / "cot_stages.yaml")
+    _, lock = prepare_run_dir(space, tmp_path / "run", resume=False)
+    with pytest.raises(CotsearchError, match=rf"a search is already running in it \(pid {os.getpid()}\)"):
+        rundir.check_run_dir(space, tmp_path / "run", resume=True)
+    lock.close()
+    rundir.check_run_dir(space, tmp_path / "run", resume=True)  # the lock went with its holder
+
+
 def test_resume_with_a_changed_space_names_the_field(tmp_path):
     space = load_space(SPACES / "cot_stages.yaml")
     _, lock = prepare_run_dir(space, tmp_path / "run", resume=False)
@@ -142,6 +186,9 @@ def test_resume_with_a_changed_space_names_the_field(tmp_path):
     changed = space.model_copy(update={"train": space.train.model_copy(update={"epochs": 5})})
     with pytest.raises(CotsearchError, match=r"--resume .*: train.epochs differs from the space this run was started with"):
         prepare_run_dir(changed, tmp_path / "run", resume=True)
+    saved = json.loads((tmp_path / "run" / rundir.SPACE_FILE).read_text())
+    saved["train"]["eval_batch_size"] = 512  # the default of earlier versions: it changes no result
+    (tmp_path / "run" / rundir.SPACE_FILE).write_text(json.dumps(saved))
     more_trials = space.model_copy(update={"search": space.search.model_copy(update={"trials": 40})})
     resumed, lock = prepare_run_dir(more_trials, tmp_path / "run", resume=True)  # search settings may change
     lock.close()

@@ -97,6 +97,11 @@ def test_the_api_loads_the_heavy_layers_on_demand():
     assert modules_loaded_by("import cotsearch\ncotsearch.build_model") >= {"torch", "timm"}
 
 
+def test_the_search_and_sweep_drivers_leave_torch_to_the_workers():
+    """The drivers never train: they start without torch and timm (a trial imports them in its worker)."""
+    assert modules_loaded_by("import cotsearch.search.runner, cotsearch.search.sweep_runner") == {"ray"}
+
+
 def test_the_trial_and_the_sweep_rows_need_no_ray():
     """What lets a sweep's rows train where Ray is not installed (experiments/cot_placement_bench)."""
     loaded = modules_loaded_by("import cotsearch.search.trial, cotsearch.search.sweep")

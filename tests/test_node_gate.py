@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -110,3 +111,32 @@ def test_a_killed_trial_leaves_no_lock_behind(tmp_path, trainer):
         with gate.measuring(isolated=False) as measured:
             pass
         assert measured.shared is False
+
+
+def test_a_trial_waiting_on_ray_leaves_the_node_to_measurements(tmp_path):
+    """Set aside (a report Ray holds, as it holds a stopped trial until its worker is reused),
+    a training trial neither keeps an isolated measurement waiting nor makes one shared;
+    training again during a measurement makes it shared."""
+    with NodeGate(tmp_path / "gate") as trial, NodeGate(tmp_path / "gate") as other, trial.training():
+        with trial.aside():
+            measured = threading.Event()
+
+            def measure_isolated():
+                with other.measuring(isolated=True):
+                    measured.set()
+
+            isolated = threading.Thread(target=measure_isolated, daemon=True)
+            isolated.start()
+            assert measured.wait(10)  # it would wait for as long as the trial held the node
+            isolated.join(10)
+            with other.measuring(isolated=False) as alone:
+                pass
+        assert alone.shared is False
+        with other.measuring(isolated=False) as beside:
+            pass
+        assert beside.shared is True
+        aside = trial.aside()
+        aside.__enter__()
+        with other.measuring(isolated=False) as during:
+            aside.__exit__(None, None, None)  # back to training mid-measurement
+        assert during.shared is True

@@ -13,9 +13,10 @@ import optuna
 import pytest
 
 import cotsearch
+from cotsearch.errors import CotsearchError
 from cotsearch.search.records import open_study, records
 
-from helpers import MAX_MACS, cli, rows, search_here, tune, write_cifar, write_space
+from helpers import MAX_MACS, SPACES, cli, rows, search_here, tune, write_cifar, write_space
 
 pytestmark = pytest.mark.slow
 
@@ -83,8 +84,7 @@ def test_trials_spread_over_the_nodes_and_gpus_of_a_cluster(tmp_path, fake_fmnis
     cluster.wait_for_nodes()
     try:
         run_dir = tmp_path / "run"
-        # cotnet_tiny for 3 epochs, none stopped early: a trial trains for longer than the next
-        # one's worker takes to start, so the two overlap.
+        # cotnet_tiny for 3 epochs, none stopped early: long enough for the two nodes' trials to overlap.
         space = write_space(tmp_path, fake_fmnist, trials=3, train={"device": "cpu", "epochs": 3},
                             search={"gpus_per_trial": 1, "scheduler": "none"}, base="cotnet_tiny", budgets={})
         search_here(space, run_dir, cluster.address)
@@ -100,6 +100,43 @@ def test_trials_spread_over_the_nodes_and_gpus_of_a_cluster(tmp_path, fake_fmnis
         running = [where for s, e, where in spans if s <= start < e]
         assert len(set(running)) == len(running)  # never two trials on one GPU, though the CPUs would allow it
     assert True in {a["latency_shared"] for a in ran}
+
+
+def test_as_many_workers_start_together_as_the_cluster_runs_unless_the_user_says(monkeypatch):
+    """Ray Tune reads TUNE_MAX_PENDING_TRIALS_PG when a search starts: ours while it runs, the user's if set."""
+    from cotsearch.search.runner import _workers_started_together
+
+    monkeypatch.delenv("TUNE_MAX_PENDING_TRIALS_PG", raising=False)
+    with _workers_started_together(4):
+        assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "4"
+    assert "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ
+    monkeypatch.setenv("TUNE_MAX_PENDING_TRIALS_PG", "1")
+    with _workers_started_together(4):
+        assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "1"
+
+
+def test_the_trials_a_cluster_runs_at_once_are_counted_as_ray_places_them(monkeypatch):
+    from cotsearch.search import runner
+    from cotsearch.search.space import load_space
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}}, {"Alive": True, "Resources": {"CPU": 1.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
+    monkeypatch.setattr(runner.ray, "nodes", lambda: nodes)
+    space = load_space(SPACES / "cot_stages.yaml")
+
+    def needing(cpus, gpus):
+        return space.model_copy(update={"search": space.search.model_copy(update={"cpus_per_trial": cpus,
+                                                                                 "gpus_per_trial": gpus})})
+
+    def per_node(cpus, gpus):
+        return runner._trials_per_node(needing(cpus, gpus))
+
+    assert per_node(1, 0) == [16, 1] and per_node(0.1, 0) == [160, 10]  # 1.0 // 0.1 would say 9
+    assert per_node(4, 1) == [2, 0] and per_node(1, 0.5) == [4, 0]
+    assert per_node(32, 0) == [0, 0]  # the dead node's 64 CPUs run nothing
+    runner.check_resources(needing(16, 2))
+    with pytest.raises(CotsearchError, match="--cpus-per-trial 32 --gpus-per-trial 0: no node of the Ray cluster"):
+        runner.check_resources(needing(32, 0))
 
 
 def start_search(space, *args):

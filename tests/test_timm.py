@@ -163,7 +163,11 @@ def check_fx(model: nn.Module, x: torch.Tensor) -> None:
         out = model(x)
         assert torch.equal(traced(x), out) and len(seen) == 2 * cot_layers
     torch.testing.assert_close(torch.jit.script(traced)(x), out, rtol=1e-4, atol=1e-5)
-    assert_grads_close(grads(traced, traced(x)), grads(model, model(x)))
+    # In float64: in float32 the two orders of the same sums differ by rounding, which some
+    # random models amplify past the tolerance (4 of 80 seeds of one spec here); in float64
+    # the same 80 agree to within 1e-10 of it.
+    traced64, model64, x64 = copy.deepcopy(traced).double(), copy.deepcopy(model).double(), x.double()
+    assert_grads_close(grads(traced64, traced64(x64)), grads(model64, model64(x64)))
 
     assert grads(traced.train(), traced(x)).keys() == dict(model.named_parameters()).keys()
     last = len(model.feature_info) - 1

@@ -21,7 +21,9 @@ class OutOfMemory(CotsearchError):
 
 def free_bytes(device: torch.device) -> int:
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        # and what PyTorch's allocator keeps reserved but unused in this process (a reused
+        # worker keeps the blocks of its previous trial): free for this trial too
+        return torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     try:
         with open("/proc/meminfo") as f:
             info = dict(line.split(":", 1) for line in f)

@@ -7,7 +7,9 @@ the node to itself (`latency_shared` in the trial's record): no one held the gat
 began and no one arrived before it ended. An isolated measurement (`search.latency_isolated`)
 takes the gate exclusively instead: each trial training on the node pauses at the end of its
 current step (or of an evaluation in progress) until the measurement ends, so its figure is
-the network's alone. The gate is the whole node, every GPU of it included.
+the network's alone. The gate is the whole node, every GPU of it included. A trial waiting
+in a report, where Ray may hold it long (one that ASHA stopped, its worker kept for the next
+trial), steps aside: it is not training.
 
 The gate is a few files per node and user in the temporary directory, locked with flock:
 the system drops the locks of a process that dies, so a killed trial never blocks the node
@@ -116,6 +118,20 @@ class NodeGate:
             yield between_steps
         finally:
             fcntl.flock(self._gate, fcntl.LOCK_UN)
+
+    @contextmanager
+    def aside(self) -> Iterator[None]:
+        """Within training(), a while without training (a report that Ray may hold): the
+        node's measurements neither wait for this trial nor count it; coming back counts as
+        an arrival, so a measurement that began meanwhile is marked shared."""
+        fcntl.flock(self._gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            self._arrive()
+            fcntl.flock(self._turnstile, fcntl.LOCK_SH)  # behind an isolated measurement that waits
+            fcntl.flock(self._gate, fcntl.LOCK_SH)
+            fcntl.flock(self._turnstile, fcntl.LOCK_UN)
 
 
 def _close_in_child() -> None:

@@ -36,19 +36,25 @@ def lock_run_dir(run_dir: Path) -> IO:
     (the process's lifetime at most: the system drops the lock of a dead process, so a stale
     lock never blocks a resume)."""
     handle = open(run_dir / LOCK_FILE, "a+")
+    _lock(handle, run_dir, fcntl.LOCK_EX)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
+def _lock(handle: IO, run_dir: Path, mode: int) -> None:
+    """Lock an open lock file (fcntl.LOCK_EX or LOCK_SH), or close it and name the process
+    that holds it."""
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, mode | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.seek(0)
         owner = handle.read().strip() or "another process"
         handle.close()
         raise CotsearchError(f"{run_dir}: a search is already running in it ({owner}); "
                              "wait for it to end or stop it, then resume") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
-    return handle
 
 
 def check_run_dir(space: SearchSpace, run_dir: Path, resume: bool) -> None:
@@ -60,11 +66,15 @@ def check_run_dir(space: SearchSpace, run_dir: Path, resume: bool) -> None:
         if not saved.exists():
             raise CotsearchError(f"--resume {run_dir}: not a cotsearch run directory (no {SPACE_FILE})")
         old = SearchSpace.model_validate_json(saved.read_text())
-        changed = first_difference(old.model_dump(mode="json", exclude={"search"}),
-                                   space.model_dump(mode="json", exclude={"search"}))
+        # eval_batch_size changes no result (runs started before its default went from 512 to 128 resume)
+        same = {"search": True, "train": {"eval_batch_size"}}
+        changed = first_difference(old.model_dump(mode="json", exclude=same), space.model_dump(mode="json", exclude=same))
         if changed is not None:
             raise CotsearchError(f"--resume {run_dir}: {changed} differs from the space this run was started with "
                                  "(only the search settings, such as --trials and the resources, may change)")
+        if (run_dir / LOCK_FILE).exists():  # a search running in it is reported now, not once Ray has started
+            with open(run_dir / LOCK_FILE) as handle:  # read-only: a shared lock (on NFS, LOCK_EX needs write access)
+                _lock(handle, run_dir, fcntl.LOCK_SH)
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise CotsearchError(f"--out {run_dir}: is a file; expected a run directory")

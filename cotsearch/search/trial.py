@@ -5,16 +5,15 @@ weights of the last finished epoch in the run directory.
 Anything the trial raises (an error, a NaN loss, out of memory) is reported as a failed
 result with its reason, so the search records it and goes on.
 
-`run_trial` is Ray's entry point; `train_trial` is the trial itself and needs no Ray, so rows
-of a sweep can also be trained where Ray is not installed (experiments/cot_placement_bench)."""
+Ray's entry point is runner.run_trial; `train_trial` is the trial itself and needs no Ray, so
+rows of a sweep can also be trained where Ray is not installed (experiments/cot_placement_bench)."""
 
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import torch
 
@@ -26,8 +25,9 @@ from cotsearch.data.load import load_data
 from cotsearch.export.model_file import save_model
 from cotsearch.files import atomic_write_text
 from cotsearch.search.node_gate import NodeGate
-from cotsearch.search.records import FAILURE_NOTE, trial_dir
+from cotsearch.search.records import trial_dir
 from cotsearch.search.space import SearchSpace
+from cotsearch.search.watchdog import Watchdog
 from cotsearch.train.loop import evaluate, init_model, train
 
 _DATA_CACHE: dict = {}  # per worker process, reused by its later trials
@@ -45,28 +45,6 @@ def _data(space: SearchSpace):
     return _DATA_CACHE[key]
 
 
-def _start_watchdog(seconds: float, out) -> threading.Timer:
-    """A hung trial cannot report; past its time limit it leaves its reason on disk and ends
-    its worker process, which Ray records as a failed trial (the searcher reads the reason)."""
-    def expire():
-        atomic_write_text(out / FAILURE_NOTE, f"timeout: still running after the trial_timeout_s of {seconds:g} s")
-        os._exit(1)
-
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    timer.start()
-    return timer
-
-
-def run_trial(config: dict, space_json: str, run_dir: str) -> None:
-    """Ray Tune's trainable: the trial, reporting to Tune."""
-    import ray
-    from ray import tune
-
-    node = f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:8]}"
-    train_trial(config, SearchSpace.model_validate_json(space_json), run_dir, tune.report, node)
-
-
 def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Callable[[dict], None], node: str) -> None:
     """Train the spec the driver fixed for this trial (`config["spec"]`, already fitted to
     the data and priced as `config["cost"]`): nothing here re-derives it. Every result goes
@@ -81,7 +59,7 @@ def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Calla
     atomic_write_text(out / "spec.yaml", spec.to_yaml())
     base = {"node": node, "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "number": str(number),
             "trial_started_at": started}
-    watchdog = _start_watchdog(space.search.trial_timeout_s, out) if space.search.trial_timeout_s else None
+    watchdog = Watchdog(space.search.trial_timeout_s, out) if space.search.trial_timeout_s else None
 
     def report(metrics: dict) -> None:
         report_to({**base, **metrics, "duration_s": time.time() - started})
@@ -116,8 +94,11 @@ def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Calla
             save_model(model, out / "model.safetensors", extra={**extra, "epoch": m.epoch, "val_top1": m.val_top1})
             final = config.get("test") and m.epoch == config_train.epochs  # a sweep records the final model's test top-1
             test = {"test_top1": evaluate(model, data.test, config_train, device)[1]} if final else {}
-            report({"val_top1": m.val_top1, "val_loss": m.val_loss, "train_loss": m.train_loss, "epoch": m.epoch,
-                    "images_per_s": m.train_images_per_s, **costs, **test})
+            # Ray may hold a trial that ASHA stopped in this report until its worker is reused
+            # (reuse_actors): meanwhile it neither trains on the node nor is hung.
+            with gate.aside(), (watchdog.waiting_on_ray() if watchdog else nullcontext()):
+                report({"val_top1": m.val_top1, "val_loss": m.val_loss, "train_loss": m.train_loss, "epoch": m.epoch,
+                        "images_per_s": m.train_images_per_s, **costs, **test})
 
         with gate.training() as between_steps:
             train(model, data, config_train, on_epoch=on_epoch, on_step=between_steps, test=False)
