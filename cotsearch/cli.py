@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cotsearch.errors import CotsearchError, ModelFileError
+from cotsearch.errors import CheckpointError, CotsearchError, ModelFileError
 from cotsearch.files import check_writable, require_file, require_folder
 
 app = typer.Typer(
@@ -540,8 +540,7 @@ def convert(
 
     if preset not in list_presets():
         raise CotsearchError(f"--preset {preset}: unknown preset; presets: {', '.join(list_presets())}")
-    if not checkpoint.exists():  # reported before torch is imported, as the preset is
-        raise CotsearchError(f"{checkpoint}: no such checkpoint file")
+    require_file(checkpoint, "checkpoint file", CheckpointError)  # before torch is imported, as the preset is
     from cotsearch.export.convert import convert_checkpoint
     from cotsearch.export.model_file import save_model
     from cotsearch.nn.model import num_params

@@ -129,7 +129,7 @@ def test_the_trials_a_cluster_runs_at_once_are_counted_as_ray_places_them(monkey
                                                                                  "gpus_per_trial": gpus})})
 
     def per_node(cpus, gpus):
-        return runner._trials_per_node(needing(cpus, gpus))
+        return runner._trials_per_node(needing(cpus, gpus), runner._alive_nodes())
 
     assert per_node(1, 0) == [16, 1] and per_node(0.1, 0) == [160, 10]  # 1.0 // 0.1 would say 9
     assert per_node(4, 1) == [2, 0] and per_node(1, 0.5) == [4, 0]

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import socket
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,22 +108,26 @@ class SearchInterrupted(CotsearchError):
     """Ctrl-C: the search stopped, its running trials recorded as interrupted."""
 
 
-def _trials_per_node(space: SearchSpace) -> list[int]:
-    """How many trials each alive node of the cluster can run at once."""
+def _alive_nodes() -> list[dict]:
+    """The resources of each alive node of the cluster."""
+    return [node["Resources"] for node in ray.nodes() if node["Alive"]]
+
+
+def _trials_per_node(space: SearchSpace, nodes: list[dict]) -> list[int]:
+    """How many trials each of these nodes can run at once."""
     cpus, gpus = space.search.cpus_per_trial, space.search.gpus_per_trial
 
     def fits(available: float, needed: float) -> float:  # 1.0 / 0.1 is 10 trials, though 1.0 // 0.1 == 9.0
         return int(available / needed + 1e-9) if needed else float("inf")
 
-    return [int(min(fits(n.get("CPU", 0), cpus), fits(n.get("GPU", 0), gpus)))
-            for n in (node["Resources"] for node in ray.nodes() if node["Alive"])]
+    return [int(min(fits(n.get("CPU", 0), cpus), fits(n.get("GPU", 0), gpus))) for n in nodes]
 
 
 def check_resources(space: SearchSpace) -> None:
     """A trial needing more CPUs or GPUs than any node has would wait forever: say so now."""
-    if not any(_trials_per_node(space)):
+    nodes = _alive_nodes()
+    if not any(_trials_per_node(space, nodes)):
         cpus, gpus = space.search.cpus_per_trial, space.search.gpus_per_trial
-        nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
         largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
         raise CotsearchError(f"--cpus-per-trial {cpus:g} --gpus-per-trial {gpus:g}: no node of the Ray cluster has that "
                              f"much (the largest has {largest.get('CPU', 0):g} CPUs and {largest.get('GPU', 0):g} GPUs)")
@@ -224,10 +228,11 @@ def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainabl
                                   verbose=0, callbacks=[progress, ctrl_c],
                                   failure_config=tune.FailureConfig(max_failures=space.search.max_retries)),
     )
-    at_once = min(sum(_trials_per_node(space)), remaining)
+    # with max_concurrent_trials, Tune starts that many together by itself
+    at_once = None if space.search.max_concurrent_trials else min(sum(_trials_per_node(space, _alive_nodes())), remaining)
     try:
         with progress.start("search", space.search.trials, done=space.search.trials - remaining), \
-                (_workers_started_together(at_once) if space.search.max_concurrent_trials is None else nullcontext()):
+                _workers_started_together(at_once):
             tuner.fit()
     except Exception as e:  # Ray may wrap an error of ours (e.g. every sample over budget)
         raise _our_error(e) or e
@@ -235,14 +240,14 @@ def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainabl
 
 
 @contextmanager
-def _workers_started_together(trials: int):
-    """With a custom searcher such as ours and no max_concurrent_trials (with one, Tune starts
-    that many together), Ray Tune starts one trial's worker at a time, each once the previous
-    one is ready (seconds: it imports torch), unless told how many may start together; tell it
-    as many as the cluster runs at once. The cost: up to that many samples are drawn ahead of
-    free slots, instead of one. TUNE_MAX_PENDING_TRIALS_PG is Tune's documented setting, read
-    when the search starts; a value the user set wins."""
-    if "TUNE_MAX_PENDING_TRIALS_PG" in os.environ:
+def _workers_started_together(trials: int | None):
+    """With a custom searcher such as ours and no max_concurrent_trials, Ray Tune starts one
+    trial's worker at a time, each once the previous one is ready (seconds: it imports torch),
+    unless told how many may start together; tell it `trials`, as many as the cluster runs at
+    once (None: leave Tune's own). The cost: up to that many samples are drawn ahead of free
+    slots, instead of one. TUNE_MAX_PENDING_TRIALS_PG is Tune's documented setting, read when
+    the search starts; a value the user set wins."""
+    if trials is None or "TUNE_MAX_PENDING_TRIALS_PG" in os.environ:
         yield
         return
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(max(1, trials))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import torch
 
@@ -59,7 +58,7 @@ def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Calla
     atomic_write_text(out / "spec.yaml", spec.to_yaml())
     base = {"node": node, "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "number": str(number),
             "trial_started_at": started}
-    watchdog = Watchdog(space.search.trial_timeout_s, out) if space.search.trial_timeout_s else None
+    watchdog = Watchdog(space.search.trial_timeout_s, out)
 
     def report(metrics: dict) -> None:
         report_to({**base, **metrics, "duration_s": time.time() - started})
@@ -96,7 +95,7 @@ def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Calla
             test = {"test_top1": evaluate(model, data.test, config_train, device)[1]} if final else {}
             # Ray may hold a trial that ASHA stopped in this report until its worker is reused
             # (reuse_actors): meanwhile it neither trains on the node nor is hung.
-            with gate.aside(), (watchdog.waiting_on_ray() if watchdog else nullcontext()):
+            with gate.aside(), watchdog.waiting_on_ray():
                 report({"val_top1": m.val_top1, "val_loss": m.val_loss, "train_loss": m.train_loss, "epoch": m.epoch,
                         "images_per_s": m.train_images_per_s, **costs, **test})
 
@@ -107,5 +106,4 @@ def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Calla
     finally:
         if gate is not None:
             gate.close()
-        if watchdog is not None:
-            watchdog.cancel()
+        watchdog.cancel()

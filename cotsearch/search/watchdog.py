@@ -15,16 +15,21 @@ from cotsearch.search.records import FAILURE_NOTE
 
 
 class Watchdog:
-    def __init__(self, seconds: float, out: Path):
+    """Runs from its creation; `seconds` None: no limit, it never fires."""
+
+    def __init__(self, seconds: float | None, out: Path):
         self.seconds, self.out = seconds, out
         self._lock = threading.Lock()
         self._waiting = self._expired = False
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        self._timer = None
+        if seconds is not None:
+            self._timer = threading.Timer(seconds, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
 
     @contextmanager
     def waiting_on_ray(self) -> Iterator[None]:
