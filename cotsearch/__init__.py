@@ -12,13 +12,16 @@ The layers of the package, each importing only those above it in this list:
     cli             the command line
 
 The public API below is imported lazily: `import cotsearch` loads no torch, timm or Ray,
-so validating and pricing specs starts in a fraction of a second. Importing `cotsearch.nn`
-(or using `build_model`, `load_model`, ...) registers the presets with timm.
+so validating and pricing specs starts in a fraction of a second. The presets are timm models
+as soon as both cotsearch and timm are imported, in either order: `import cotsearch, timm`,
+then `timm.create_model("cotnet_tiny")`.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
 
@@ -54,3 +57,38 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(list(globals()) + __all__)
+
+
+def _register_with_timm() -> None:
+    importlib.import_module("cotsearch.nn.timm_registry")
+
+
+class _RegisterWhenTimmIsImported:
+    """Registers the presets right after timm itself is imported, by whoever imports it.
+
+    Python has no post-import hook (PEP 369 was withdrawn), and `import cotsearch` must not
+    import timm (and so torch) itself; a finder ahead of the others on `sys.meta_path` that
+    sees `timm` coming is the standard way to run code once a module has loaded. It hands
+    timm's own spec on, its loader running the registration after timm's module has run."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "timm":
+            return None
+        sys.meta_path.remove(self)  # once; and so that the search below finds timm's own spec
+        spec = importlib.util.find_spec(name)
+        loader = spec and spec.loader
+        if loader is not None:
+
+            def exec_module(module):
+                del loader.exec_module  # the loader's own again (a loader may serve other modules too)
+                loader.exec_module(module)
+                _register_with_timm()
+
+            loader.exec_module = exec_module  # for this one call: timm's module, then the registration
+        return spec
+
+
+if "timm" in sys.modules:
+    _register_with_timm()  # timm (with torch) is there already
+else:
+    sys.meta_path.insert(0, _RegisterWhenTimmIsImported())

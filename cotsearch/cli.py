@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cotsearch.errors import CheckpointError, CotsearchError, ModelFileError
-from cotsearch.files import check_writable, require_file, require_folder
+from cotsearch.files import check_writable, opens_with, require_file, require_folder
+from cotsearch.signals import StopSignals
 
 app = typer.Typer(
     help="Configure, cost, train and search CoTNet-family vision backbones.",
@@ -54,6 +55,10 @@ def build(
     from cotsearch.cost.analytic import estimate_cost
 
     backbone = load_spec(spec)  # a bad spec is reported before torch is imported
+    if output is not None:
+        from cotsearch.export.header import is_model_file
+
+        check_writable(output, "-o", is_model_file, "a cotsearch model file")
     from cotsearch.cost.latency import resolve_device
     from cotsearch.cost.memory import check_fits
     from cotsearch.export.model_file import save_model
@@ -184,8 +189,13 @@ def train(
         else:
             progress.update(task, visible=False)
 
-    with progress:
-        result = run_training(model, splits, config, on_epoch=on_epoch, on_step=on_step, checkpoint=checkpoint)
+    try:
+        with progress:
+            result = run_training(model, splits, config, on_epoch=on_epoch, on_step=on_step, checkpoint=checkpoint)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP: the last finished epoch's checkpoint is kept
+        kept = (f"; {checkpoint} holds the last finished epoch: the same command resumes from it"
+                if checkpoint is not None and checkpoint.exists() else "")
+        raise CotsearchError(f"interrupted{kept}") from None
     if result.resumed_from_epoch:
         err_console.print(f"resumed from {checkpoint} after epoch {result.resumed_from_epoch}")
     console.print(f"test top-1: {result.test_top1:.2%}  ({len(splits.test)} images; "
@@ -228,14 +238,27 @@ def tune(
     device: Annotated[Optional[str], typer.Option(help="the trials' device: auto, cpu or cuda")] = None,
     trial_timeout: Annotated[Optional[float], typer.Option(min=1, help="fail a trial still running after this many seconds")] = None,
     references: Annotated[Optional[bool], typer.Option(help="train the space's reference presets too")] = None,
+    confirm: Annotated[Optional[bool], typer.Option(help="train the top trials and the references again with fresh "
+                                                         "seeds before choosing (default: the space's search.confirm)")] = None,
+    confirm_top: Annotated[Optional[int], typer.Option(min=1, help="trials to confirm (search.confirm.top)")] = None,
+    confirm_seeds: Annotated[Optional[int], typer.Option(min=2, help="fresh seeds each (search.confirm.seeds)")] = None,
     latency_isolated: LatencyIsolatedOption = None,
 ):
-    """Search a space of backbones with Optuna on Ray Tune, under the space's budgets."""
+    """Search a space of backbones with Optuna on Ray Tune, under the space's budgets; confirm the
+    best trials with fresh seeds and state the winner against the references with intervals."""
     search = dict(trials=trials, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                   max_concurrent_trials=max_concurrent, sampler=sampler, seed=seed, trial_timeout_s=trial_timeout,
                   latency_isolated=latency_isolated)
     if references is False:
         search["references"] = []
+    if confirm is False:
+        search["confirm"] = None
+    elif confirm or confirm_top or confirm_seeds:
+        from cotsearch.search.space import Confirm, load_space
+
+        given = load_space(str(space_file)).search.confirm or Confirm()
+        search["confirm"] = {**given.model_dump(), **{k: v for k, v in (("top", confirm_top), ("seeds", confirm_seeds))
+                                                     if v is not None}}
     space = _space_with(space_file, search, dict(epochs=epochs, train_limit=train_limit, data=data, device=device))
     run_dir = _run_dir(space.name, out, resume)
     _check_before_ray(space, run_dir, resume is not None)
@@ -284,6 +307,8 @@ def sweep(
     seeds: Annotated[int, typer.Option(min=1, help="seeds per spec (row s trains with the recipe's seed + s)")] = 1,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="epochs per row")] = None,
     train_limit: Annotated[Optional[int], typer.Option(min=1, help="training images per row (stratified subset)")] = None,
+    val_size: Annotated[Optional[int], typer.Option(min=1, help="validation images per row (a reference recipe judged "
+                                                               "by its test top-1 needs few)")] = None,
     data: Annotated[Optional[str], typer.Option(help="the data set (see `cotsearch train --data`)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output directory (default: runs/sweep-<space>-<date>)")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="continue the sweep in this directory (finished rows are kept)")] = None,
@@ -303,13 +328,13 @@ def sweep(
         raise CotsearchError("give --archs N or --all, one of them")
     space = _space_with(space_file, dict(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                                          max_concurrent_trials=max_concurrent, latency_isolated=latency_isolated),
-                        dict(epochs=epochs, train_limit=train_limit, data=data, device=device))
+                        dict(epochs=epochs, train_limit=train_limit, val_size=val_size, data=data, device=device))
     out_dir = _run_dir(f"sweep-{space.name}", out, resume)
     _check_before_ray(space, out_dir, resume is not None)
     try:
         table = run_sweep(space, out_dir, archs, seeds, resume=resume is not None, address=address, proxies=proxies,
                           console=err_console)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP
         raise SearchInterrupted(f"interrupted: the finished rows are kept in {out_dir}; resume with the same command "
                                 f"and --resume {out_dir} instead of --out") from None
     console.print(f"wrote {table} and {table.parent / 'edf.png'}")
@@ -376,28 +401,51 @@ def analyze(
                                                                 "(default: each of them, params and MACs too)")] = None,
     pool: Annotated[int, typer.Option(min=2, help="pre-screening: random draws scored")] = 200,
     keep: Annotated[float, typer.Option(help="pre-screening: fraction of the pool's specs admitted")] = 0.25,
+    reading: Annotated[Optional[list[str]], typer.Option(help="what a simulated search reads: val_top1 (the recipe's "
+                                                              "validation split) or test_top1 (the test split, standing "
+                                                              "in for a larger validation split); repeatable "
+                                                              "(default: val_top1)")] = None,
+    confirm_top: Annotated[Optional[int], typer.Option(min=1, help="confirmation: candidates read again "
+                                                                   "(default: the space's search.confirm.top)")] = None,
+    confirm_seeds: Annotated[Optional[int], typer.Option(min=2, help="confirmation: fresh readings of each, counted in "
+                                                                     "the budget (default: search.confirm.seeds)")] = None,
 ):
-    """Does the search work? Proxies, recipes and simulated searches on two sweeps: analysis.md."""
+    """Does the search work? Proxies, recipes, the per-epoch signal and simulated searches (with
+    and without confirmation) on two sweeps: analysis.md."""
     import shlex
 
-    from cotsearch.search.analysis import analyze as write_analysis
-    from cotsearch.search.space import PROXY_NAMES, Prescreen
+    from cotsearch.search.analysis import SIGNAL_HEADER, run_analysis, signal_rows, signal_verdict
+    from cotsearch.search.space import PROXY_NAMES, Confirm, Prescreen
 
     _validated(Prescreen, {"proxy": "macs", "pool": pool, "keep": keep})
+    _validated(Confirm, {k: v for k, v in (("top", confirm_top), ("seeds", confirm_seeds)) if v is not None})
     for proxy in prescreen or []:
         if proxy not in PROXY_NAMES:
             raise CotsearchError(f"--prescreen {proxy}: not a proxy; expected one of {', '.join(PROXY_NAMES)}")
     command = shlex.join(["cotsearch", *sys.argv[1:]])
-    report = write_analysis(search_dir, reference_dir, out or search_dir.resolve().parent, runs, budget, named,
-                            prescreen, pool, keep, command)
-    console.print(f"wrote {report}")
+    found = run_analysis(search_dir, reference_dir, out or search_dir.resolve().parent, runs, budget, named, prescreen,
+                         pool, keep, command, reading, confirm_top, confirm_seeds)
+    table = Table(*SIGNAL_HEADER, title="from which epoch the search recipe's ranking carries signal")
+    for row in signal_rows(found.signal, found.val_images):
+        table.add_row(*row)
+    console.print(table, signal_verdict(found.signal))
+    for name, outcomes in found.outcomes.items():
+        table = Table("strategy", "trainings", "reference top-1", "95% CI", "regret (points)", "in the top 5%",
+                      title=f"simulated searches reading {name}")
+        for outcome in outcomes:
+            s = outcome.summary(found.truth)
+            table.add_row(outcome.name, " + ".join(map(str, outcome.trainings)), f"{s['mean']:.2%}", f"±{s['ci']:.2%}",
+                          f"{100 * s['regret']:.2f}", f"{s['top']:.0%}")
+        console.print(table)
+    console.print(f"wrote {found.report}")
 
 
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="a run directory of `cotsearch tune`")],
     output: Annotated[Path, typer.Option("-o", "--output", help="model file (.safetensors), or .yaml for the spec only")],
-    trial: Annotated[Optional[str], typer.Option(help="trial number (or ref-NAME); default: the best trial")] = None,
+    trial: Annotated[Optional[str], typer.Option(help="trial number, or a confirmation run (confirm-N-sSEED, "
+                                                      "ref-NAME-sSEED); default: the chosen trial")] = None,
 ):
     """Export a trial's spec and trained weights from a search."""
     from cotsearch.search.records import export_trial
@@ -417,6 +465,9 @@ def report(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="the HTML file (default: RUN_DIR/report.html); its PNGs go beside it")] = None,
 ):
     """Write a search's report: one self-contained HTML file (plots embedded) and its PNGs."""
+    if output is not None:  # a report of ours is replaced: its title says so (as search/report.py writes it)
+        check_writable(output, "-o", lambda page: opens_with(page, b"<title>cotsearch report: ", 200),
+                       "a cotsearch report")
     import optuna
 
     from cotsearch.search.report import write_report
@@ -462,6 +513,9 @@ def export_onnx(
     # library makes for its own callers.
     require_file(model_file, "model file", ModelFileError)
     require_folder(output)
+    # PyTorch's exporter writes ir_version (protobuf field 1), then producer_name "pytorch" (field 2).
+    check_writable(output, "-o", lambda onnx: opens_with(onnx, b"\x12\x07pytorch", 16),
+                   "an ONNX file from PyTorch's exporter")
     import torch
 
     from cotsearch.cost.latency import resolve_device, time_callable
@@ -541,6 +595,9 @@ def convert(
     if preset not in list_presets():
         raise CotsearchError(f"--preset {preset}: unknown preset; presets: {', '.join(list_presets())}")
     require_file(checkpoint, "checkpoint file", CheckpointError)  # before torch is imported, as the preset is
+    from cotsearch.export.header import is_model_file
+
+    check_writable(output, "-o", is_model_file, "a cotsearch model file")
     from cotsearch.export.convert import convert_checkpoint
     from cotsearch.export.model_file import save_model
     from cotsearch.nn.model import num_params
@@ -552,12 +609,15 @@ def convert(
 
 
 def main() -> None:
-    """Entry point: user mistakes print one line and exit 2, never a traceback."""
+    """Entry point: user mistakes print one line and exit 2, never a traceback; Ctrl-C, SIGTERM
+    and SIGHUP stop every command alike, which exits with the signal's code (cotsearch.signals)."""
+    stop = StopSignals()
     try:
-        code = app(standalone_mode=False)
-        sys.stdout.flush()  # here, where a closed pipe is caught below, not at exit
+        with stop.handling():
+            code = app(standalone_mode=False)
+            sys.stdout.flush()  # here, where a closed pipe is caught below, not at exit
     except CotsearchError as e:
-        _fail(str(e), 130 if type(e).__name__ == "SearchInterrupted" else 2)
+        _fail(str(e), stop.exit_code if stop.pressed.is_set() else 2)  # a stopped command: its signal's code
     except typer.TyperException as e:  # click's usage errors: a bad option, a missing argument
         message = e.format_message() if hasattr(e, "format_message") else str(e)
         if type(e).__name__ == "NoArgsIsHelpError":
@@ -566,10 +626,12 @@ def main() -> None:
         command = getattr(getattr(e, "ctx", None), "command_path", "cotsearch")
         _fail(f"{message} (see '{command} --help')", getattr(e, "exit_code", 2))
     except (KeyboardInterrupt, typer.Abort):
-        _fail("interrupted", 130)
+        _fail("interrupted", stop.exit_code)
     except BrokenPipeError:  # `cotsearch presets | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+    if stop.pressed.is_set():  # typer returns 130 for a KeyboardInterrupt, whichever signal raised it
+        _fail("interrupted", stop.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -13,6 +13,7 @@ from cotsearch.data.splits import stratified_subset
 from cotsearch.errors import DataError
 
 from helpers import fake_images, write_cifar, write_idx
+from hostile import GIB, gzip_bomb
 
 
 @pytest.fixture
@@ -173,3 +174,90 @@ def test_a_corrupt_image_is_named_in_one_line(tmp_path):
         for _ in data.train.batches(4, shuffle=False, seed=0, augment=False):
             pass
     assert "\n" not in str(caught.value)
+
+
+# Hostile and damaged IDX files (issues 25 and 27): each refused in one line naming the file,
+# having decompressed no more than its header promises.
+
+IMAGES = "train-images-idx3-ubyte"
+
+
+def idx_images(images: int, data: bytes | None = None, dims=(28, 28)) -> bytes:
+    header = (0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (images, *dims))
+    return header + (bytes(images * dims[0] * dims[1]) if data is None else data)
+
+
+# Each refused in one line before this change too, if in other words (a header cut short read
+# as "holds -6 bytes of data, its header promises 0 (100x0x0)"), but a gzip stream was
+# decompressed whole before its length was compared (see the bomb below).
+@pytest.mark.parametrize("name, content, message", [
+    (f"{IMAGES}.gz", gzip.compress(idx_images(100) + b"more"), "holds more data than the 78,400 bytes its header promises"),
+    (IMAGES, idx_images(100) + b"more", "holds more data than the 78,400 bytes its header promises"),
+    (f"{IMAGES}.gz", gzip.compress(idx_images(100, fake_images(100)[0].tobytes()))[:30_000],
+     "cannot read (Compressed file ended before the end-of-stream marker was reached)"),  # handled before too
+    (IMAGES, idx_images(100)[:-10], "holds 78,390 bytes of data, its header promises 78,400"),  # handled before too
+    (IMAGES, idx_images(100)[:10], "its header ends after 10 bytes; an IDX images header has 16"),
+    (f"{IMAGES}.gz", gzip.compress(idx_images(2**31, b"")),
+     "its header promises 1,683,627,180,032 bytes of data (2147483648x28x28), more than a gzip file of"),
+])
+def test_an_idx_file_that_does_not_hold_what_its_header_says_is_one_line(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError) as err:
+        load_data(f"fashion-mnist:{tmp_path}", val_size=10)
+    assert str(err.value).startswith(f"{tmp_path / name}: ") and message in str(err.value), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_corrupt_gzip_stream_is_one_line(tmp_path):
+    content = bytearray(gzip.compress(idx_images(100)))
+    content[10] = 0x07  # the first deflate block: a reserved block type (zlib.error)
+    (tmp_path / f"{IMAGES}.gz").write_bytes(bytes(content))
+    with pytest.raises(DataError, match=rf"^{tmp_path / IMAGES}.gz: cannot read \(Error -3 while decompressing data: "
+                                        "invalid block type\\); the file is truncated, corrupt or not gzip$"):
+        load_data(f"fashion-mnist:{tmp_path}", val_size=10)
+
+
+def test_a_gzip_bomb_is_refused_after_what_its_header_promises(tmp_path, monkeypatch):
+    """2,000 images in its header, a GiB in its stream: no more than the header's 1,568,000
+    bytes and one are ever decompressed (the peak memory: tests/test_untrusted.py)."""
+    bomb = gzip_bomb(tmp_path / f"{IMAGES}.gz", images=2000, expands_to=GIB)
+    decompressed = []
+    read = gzip.GzipFile.read  # what readinto reads through too
+
+    def counted(self, size=-1):
+        decompressed.append(len(data := read(self, size)))
+        return data
+
+    monkeypatch.setattr(gzip.GzipFile, "read", counted)
+    with pytest.raises(DataError, match=rf"^{bomb}: holds more data than the 1,568,000 bytes its header promises"):
+        load_data(f"fashion-mnist:{tmp_path}", val_size=10)
+    assert sum(decompressed) == 16 + 2000 * 28 * 28 + 1  # the header, its data and one byte more
+
+
+def test_a_folder_of_one_class_is_refused(tmp_path):
+    write_folder(tmp_path, classes=("cat",))
+    with pytest.raises(DataError, match=rf"^{tmp_path}: one class folder \(cat\); expected a folder per class, two or more$"):
+        load_data(f"folder:{tmp_path}", input_size=16, workers=0)
+
+
+def test_non_image_files_are_skipped_and_1x1_images_train(tmp_path):
+    """Both handled before this change: torchvision keeps only files with an image's extension,
+    and timm's transforms resize any image, 1 x 1 pixels too."""
+    write_folder(tmp_path / "data", n=6, size=1)
+    (tmp_path / "data" / "README.txt").write_text("not a class")
+    (tmp_path / "data" / "cat" / "notes.txt").write_text("not an image")
+    (tmp_path / "data" / "dog" / ".DS_Store").write_bytes(b"\0\1")
+    data = load_data(f"folder:{tmp_path / 'data'}", input_size=16, val_size=2, workers=0)
+    assert data.classes == ["cat", "dog"] and len(data.train) + len(data.val) + len(data.test) == 12
+    x, _ = next(data.train.batches(4, shuffle=False, seed=0, augment=True))
+    assert x.shape == (4, 3, 16, 16)
+
+
+def test_paths_with_spaces_and_non_ascii_characters(tmp_path):
+    """Handled before this change too."""
+    folder = tmp_path / "my data" / "Fashion-MNIST données ü"
+    write_idx(folder, "train", *fake_images(100))
+    write_idx(folder, "t10k", *fake_images(20, seed=1))
+    assert len(load_data(f"fashion-mnist:{folder}", val_size=10).train) == 90
+    write_folder(tmp_path / "images ü")
+    assert load_data(f"folder:{tmp_path / 'images ü'}", input_size=16, val_size=2, workers=0).classes == ["cat", "dog"]

@@ -133,6 +133,7 @@ def test_full_disk_is_reported_at_start(tmp_path, monkeypatch):
 def test_existing_run_directory_is_not_overwritten(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "trials.csv").write_text("precious")
+    (tmp_path / "run" / rundir.SPACE_FILE).write_text("{}")  # what makes it a run directory
     with pytest.raises(CotsearchError, match="already holds a run; continue it with --resume"):
         prepare_run_dir(load_space(SPACES / "cot_stages.yaml"), tmp_path / "run", resume=False)
     assert (tmp_path / "run" / "trials.csv").read_text() == "precious"

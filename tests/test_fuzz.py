@@ -3,16 +3,20 @@ file and field), never another exception, a hang or a built model. Thousands of 
 in-process; a sample also goes through the command line for its exit code."""
 
 import copy
+import math
+import warnings
+from collections import Counter
 
+import optuna
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cotsearch
-from cotsearch.arch.load import load_spec
+from cotsearch.arch.load import PRESETS, load_spec
 from cotsearch.errors import SpecError
-from cotsearch.search.space import load_space
+from cotsearch.search.space import WIDTH_MULT, SearchSpace, load_space, price
 
 from helpers import SPACES, cli
 
@@ -145,3 +149,133 @@ def test_cli_exit_code_2_one_line(tmp_path, content):
         result = cli(*command, timeout=60)
         assert result.returncode == 2, result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+# -- space files: parameters of every kind, with `when`, as a user writes them, with mistakes ---
+
+TINY = yaml.safe_load((PRESETS / "cotnet_tiny.yaml").read_text())  # the preset's own few lines: quick to parse
+STAGE_FIELDS = {"blocks": ("choice", ["cot", "conv", "se_conv", ["cot", "conv"]]), "depth": ("int", [1, 3]),
+                "planes": ("int", [8, 64]), "stride": ("int", [1, 2]), "cardinality": ("int", [1, 2]),
+                "cot.kernel_size": ("int", [3, 5]), "cot.heads": ("int", [1, 8]), "cot.key_groups": ("int", [1, 8]),
+                "cot.attn_reduction": ("int", [1, 4])}
+FIELDS = {**{f"stages.{i}.{field}": v for i in range(4) for field, v in STAGE_FIELDS.items()},
+          WIDTH_MULT: ("float", [0.5, 2.0]), "se_ratio": ("float", [0.0, 0.5]), "drop_rate": ("float", [0.0, 0.5]),
+          "shortcut": ("choice", ["conv", "avgpool"]), "stem.type": ("choice", ["small", "deep"]),
+          "stem.width": ("int", [8, 32]), "stem.pool": ("choice", [True, False])}
+PATHS = [*FIELDS, *[WIDTH_MULT] * 10, "stages.9.depth", "stages.x.depth", "stages.1", "colour", "stages.1.cot.colour", ""]
+numbers = st.one_of(st.sampled_from([0, 1, 2, -1, 10**12, 0.0, 0.5, -0.5, 1e-300, 1e300, math.inf, -math.inf, math.nan]),
+                    st.integers(-3, 70), st.floats(-4, 4))
+scalars = st.one_of(numbers, st.booleans(), st.none(), st.sampled_from(["cot", "conv", "relu", "", "x", "1"]))
+values = st.one_of(scalars, st.lists(st.sampled_from(["cot", "conv", "se_conv", "x"]), max_size=3),
+                   st.dictionaries(st.sampled_from(["a", "kernel_size"]), scalars, max_size=2))
+
+
+@st.composite
+def meant_param(draw, path):
+    """A parameter a user could mean for this path: some of its values, or a range, with a step or log."""
+    kind, pool = FIELDS.get(path, ("choice", [1, "x"]))
+    if kind == "choice" or draw(st.integers(0, 2)) == 0:
+        if kind != "choice":
+            low, high = pool
+            pool = list(range(low, high + 1)) if kind == "int" else [low, (low + high) / 2, high]
+        return {"choice": draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3, unique_by=repr))}
+    low, high = pool
+    ends = st.integers(low, high) if kind == "int" else st.floats(low, high, width=16)
+    param = {kind: sorted(draw(st.lists(ends, min_size=2, max_size=2)))}
+    extra = draw(st.sampled_from(["", "step", "log"]))
+    if extra == "step":
+        param["step"] = draw(st.integers(1, 3) if kind == "int" else st.sampled_from([0.125, 0.25, 0.5, 0.1, 0.3]))
+    elif extra == "log":
+        param["log"] = True
+    return param
+
+
+@st.composite
+def mistaken(draw, param):
+    """One field of a parameter replaced by an extreme value or junk, removed, or added."""
+    param = dict(param)
+    key = draw(st.sampled_from(["choice", "int", "float", "step", "log", "when", "colour"]))
+    what = draw(st.sampled_from(["extreme", "delete", "junk"]))
+    if what == "delete":
+        param.pop(key, None)
+    elif key in ("int", "float") and what == "extreme":
+        param[key] = draw(st.lists(numbers, min_size=2, max_size=2))
+    elif key == "choice" and what == "extreme":
+        param[key] = draw(st.lists(values, max_size=3))
+    else:
+        param[key] = draw(numbers if what == "extreme" else values)
+    return param
+
+
+@st.composite
+def condition(draw, earlier):
+    """`when` an earlier parameter (or one that is not earlier) has one or more of its values, or junk."""
+    name = draw(st.sampled_from([*earlier, *earlier, *earlier, *earlier, "later"]))
+    other = earlier[name] if isinstance(earlier.get(name), dict) else {}
+    choices, ends, known = other.get("choice"), other.get("int"), None
+    if isinstance(choices, list) and choices:
+        known = st.sampled_from(choices)
+    elif isinstance(ends, list) and len(ends) == 2 and all(type(v) is int for v in ends) and ends[0] <= ends[1]:
+        known = st.integers(*ends)
+    if known is not None and draw(st.integers(0, 3)):
+        return {name: draw(st.one_of(known, st.lists(known, min_size=1, max_size=2)))}
+    return {name: draw(st.one_of(values, st.just([])))}
+
+
+@st.composite
+def generated_spaces(draw):
+    """One to three parameters over cotnet_tiny, later ones often `when` an earlier one; about
+    a third of them with a mistake, one in twenty junk instead of a parameter."""
+    params = {}
+    for _ in range(draw(st.integers(1, 3))):
+        path, mode = draw(st.sampled_from([p for p in PATHS if p not in params])), draw(st.integers(0, 19))
+        param = draw(meant_param(path)) if mode else draw(values)
+        if isinstance(param, dict) and params and draw(st.integers(0, 2)):
+            param["when"] = draw(condition(params))
+        params[path] = draw(mistaken(param)) if isinstance(param, dict) and mode < 6 else param
+    return {"name": "fuzz", "base": TINY, "params": params}
+
+
+GENERATED_SPACES = 2000
+
+
+@pytest.mark.slow
+def test_generated_spaces_are_refused_in_one_line_or_sample_as_written(tmp_path):
+    """Every space either is refused at load with one line naming the parameter, or is read
+    again as the command line and the trials read it, and samples and prices its trials as a
+    search does, with no exception and no warning from Optuna (a range it would shorten):
+    nothing a search would only find after Ray has started."""
+    path, seen = tmp_path / "space.yaml", Counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    @settings(max_examples=GENERATED_SPACES, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(doc=generated_spaces())
+    def check(doc):
+        path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))  # parameters in their order
+        seen["spaces"] += 1
+        with NoBuild():
+            try:
+                space = load_space(str(path))
+            except SpecError as e:
+                text = str(e)
+                assert "\n" not in text and text.startswith(f"{path}: params") and len(text) < 2000, text
+                seen["refused"] += 1
+                return
+            SearchSpace.model_validate(space.values_with())  # as the command line gives it its options
+            SearchSpace.model_validate_json(space.model_dump_json(by_alias=True))  # as each trial reads it
+            study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                for _ in range(3):
+                    trial = study.ask()
+                    price(space, space.sample(trial))
+                    study.tell(trial, 0.0)
+        seen["sampled"] += 1
+        for name, param in space.params.items():
+            kind = "choice" if param.choice is not None else "int" if param.int_range is not None else "float"
+            seen.update({kind} |
+                        ({WIDTH_MULT} if name == WIDTH_MULT else set()) | ({"when"} if param.when else set()))
+
+    check()
+    assert seen["spaces"] >= GENERATED_SPACES and seen["refused"] >= 500 and seen["sampled"] >= 300, seen
+    assert min(seen[kind] for kind in ("choice", "int", "float", WIDTH_MULT, "when")) >= 20, seen

@@ -9,7 +9,7 @@ from helpers import REPO, SPACES
 
 PACKAGE = REPO / "cotsearch"
 # Each folder (or top-level module) may import only from layers of a lower or equal rank.
-RANKS = {"errors": 0, "files": 0, "arch": 1, "nn": 2, "data": 2, "cost": 3, "train": 4, "export": 5, "search": 6,
+RANKS = {"errors": 0, "files": 0, "signals": 0, "arch": 1, "nn": 2, "data": 2, "cost": 3, "train": 4, "export": 5, "search": 6,
          "cli": 7}
 HEAVY = ("torch", "timm", "ray", "torchvision")
 

@@ -11,6 +11,7 @@ import cotsearch
 from cotsearch.export import model_file
 
 from helpers import preset_model
+from hostile import GIB, rewrite_tensors
 
 
 @pytest.fixture
@@ -136,3 +137,85 @@ def test_invalid_embedded_spec_is_refused(trained_tiny, tmp_path):
 def test_missing_file():
     with pytest.raises(cotsearch.ModelFileError, match="no such model file"):
         cotsearch.load_model("nowhere.safetensors")
+
+
+# Hostile files (issues 25 and 27): each refused from its header, before any tensor is read.
+
+def state_of(model, cast=None):
+    return {k: (v.to(cast) if cast is not None and v.is_floating_point() else v).contiguous()
+            for k, v in model.state_dict().items()}
+
+
+@pytest.fixture
+def no_tensor_read(monkeypatch):
+    """load_model reads tensors through model_file.safe_open (the header through safetensors'
+    own, in cotsearch.export.header): any call of it fails the test."""
+    monkeypatch.setattr(model_file, "safe_open", lambda *a, **k: pytest.fail("a tensor was read"))
+
+
+def test_weights_cast_to_int8_are_refused_before_any_is_read(trained_tiny, tmp_path, no_tensor_read):
+    model, _ = trained_tiny
+    path = tmp_path / "int8.safetensors"
+    write_model_file(path, state_of(model, torch.int8), model.spec.model_dump_json())  # its digest recomputed
+    with pytest.raises(cotsearch.ModelFileError,
+                       match=r"tensor \S+ is stored as I8; expected F32 or F16 or BF16 \(the model holds it as torch.float32\)"):
+        cotsearch.load_model(path)
+
+
+def test_half_precision_weights_load_as_float32(trained_tiny, tmp_path):
+    model, _ = trained_tiny
+    path = tmp_path / "half.safetensors"
+    state = state_of(model, torch.bfloat16)
+    write_model_file(path, state, model.spec.model_dump_json())
+    loaded = cotsearch.load_model(path)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    assert torch.equal(loaded.fc.weight, state["fc.weight"].float())
+
+
+def test_a_tensor_the_spec_lacks_is_refused_before_any_is_read(trained_tiny, tmp_path, no_tensor_read):
+    _, path = trained_tiny
+    huge = rewrite_tensors(path, tmp_path / "huge.safetensors", extra={"huge": ("F32", (GIB,))})  # 4 GiB, sparse
+    with pytest.raises(cotsearch.ModelFileError, match=r"weights do not match the embedded spec \(missing \[\], unexpected \['huge'\]\)"):
+        cotsearch.load_model(huge)
+
+
+def test_a_tensor_grown_past_its_shape_is_refused_before_any_is_read(trained_tiny, tmp_path, no_tensor_read):
+    _, path = trained_tiny
+    grown = rewrite_tensors(path, tmp_path / "grown.safetensors", shapes={"fc.weight": (GIB // 512, 512)})
+    with pytest.raises(cotsearch.ModelFileError, match=rf"tensor fc.weight has shape \({GIB // 512}, 512\), the spec needs \(10, 512\)"):
+        cotsearch.load_model(grown)
+
+
+def test_a_header_that_claims_more_than_the_file_holds_is_refused(trained_tiny, tmp_path):
+    """Handled by safetensors itself on opening (before this change too)."""
+    _, path = trained_tiny
+    claims = rewrite_tensors(path, tmp_path / "claims.safetensors", shapes={"fc.bias": (1000,)})
+    with open(claims, "r+b") as f:
+        f.truncate(claims.stat().st_size - 990 * 4)  # the header promises 990 values more than follow
+    with pytest.raises(cotsearch.ModelFileError, match=r"not a valid safetensors file \(.*file not fully covered"):
+        cotsearch.load_model(claims)
+
+
+def test_a_header_too_long_for_a_model_file_is_refused_unparsed(trained_tiny, tmp_path, monkeypatch):
+    _, path = trained_tiny
+    long = rewrite_tensors(path, tmp_path / "long.safetensors", metadata={"padding": " " * (9 << 20)})
+    monkeypatch.setattr("cotsearch.export.header.safe_open", lambda *a, **k: pytest.fail("the header was parsed"))
+    with pytest.raises(cotsearch.ModelFileError, match=r"its header claims 9,4\d\d,\d\d\d bytes; a model file's header is at most 8,388,608"):
+        cotsearch.load_model(long)
+
+
+def test_a_file_changed_while_it_is_read_is_refused(trained_tiny, tmp_path, monkeypatch):
+    """Replaced by another model's file (same shapes, its own valid digest) between the digest
+    and the reading into the model: the weights loaded must be those the digest checked."""
+    _, path = trained_tiny
+    other = cotsearch.save_model(preset_model("cotnet_tiny"), tmp_path / "other.safetensors")
+
+    class ReplacedOnBuilding(cotsearch.CoTNet):
+        def __init__(self, spec):
+            super().__init__(spec)
+            if not self.fc.weight.is_meta:  # the model the weights are read into
+                other.replace(path)
+
+    monkeypatch.setattr(model_file, "CoTNet", ReplacedOnBuilding)
+    with pytest.raises(cotsearch.ModelFileError, match="the file changed while it was read"):
+        cotsearch.load_model(path)

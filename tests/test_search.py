@@ -220,7 +220,7 @@ params:
   stages.1.blocks: {{choice: [cot, conv]}}
   stages.2.blocks: {{choice: [cot, conv, se_conv]}}
 train: {{data: "cifar10:{data}", epochs: 1, val_size: 40, batch_size: 40}}
-search: {{trials: 2, seed: 0, cpus_per_trial: 1, references: [cotnet_tiny]}}
+search: {{trials: 2, seed: 0, cpus_per_trial: 1, references: [cotnet_tiny], confirm: {{top: 1, seeds: 2}}}}
 """
 
 
@@ -233,7 +233,7 @@ def test_every_record_of_a_trial_describes_the_network_it_trained(tmp_path, ray_
     space = tmp_path / "space.yaml"
     space.write_text(ONE_SPEC_SPACE.format(data=data))
     run_dir = tmp_path / "run"
-    search_here(space, run_dir, ray_address)
+    outcome, printed = search_here(space, run_dir, ray_address)
     trained = [r for r in records(open_study(run_dir)) if r.trained]
     assert len(trained) == 2
     for r in trained:
@@ -246,6 +246,18 @@ def test_every_record_of_a_trial_describes_the_network_it_trained(tmp_path, ray_
     best = cotsearch.load_model(run_dir / "best" / "model.safetensors")
     assert best.spec == cotsearch.load_spec(run_dir / "best" / "spec.yaml")
     assert best.spec.spec_hash() in {r.spec_hash for r in trained}
-    reference = cotsearch.read_metadata(run_dir / "trials" / "ref-cotnet_tiny" / "model.safetensors")[0]
-    assert reference == cotsearch.load_spec(run_dir / "trials" / "ref-cotnet_tiny" / "spec.yaml")
-    assert (reference.in_chans, reference.input_size) == (3, 32)
+    for seed in (1, 2):  # the confirmation's fresh seeds (the search trained with seed 0)
+        reference = cotsearch.read_metadata(run_dir / "trials" / f"ref-cotnet_tiny-s{seed}" / "model.safetensors")[0]
+        assert reference == cotsearch.load_spec(run_dir / "trials" / f"ref-cotnet_tiny-s{seed}" / "spec.yaml")
+        assert (reference.in_chans, reference.input_size) == (3, 32)
+        confirmed = cotsearch.load_spec(run_dir / "trials" / f"confirm-{outcome.best_trial}-s{seed}" / "spec.yaml")
+        assert confirmed == best.spec  # the chosen trial's own spec, trained again
+    # the confirmed winner, its interval and a verdict against the reference, in the output and noise.json
+    noise = json.loads((run_dir / "noise.json").read_text())
+    assert noise["chosen"] == {"kind": "candidate", "name": str(outcome.best_trial)}
+    assert [len(s["runs"]) for s in noise["specs"]] == [2, 2] and noise["dof"] == 2
+    verdict = noise["comparisons"][0]["verdict"]
+    diff = noise["comparisons"][0]
+    assert (f"verdict: trial {outcome.best_trial} {verdict} cotnet_tiny ({100 * diff['difference']:+.2f} ± "
+            f"{50 * (diff['ci95'][1] - diff['ci95'][0]):.2f} points, 95% CI, same seeds)") in printed
+    assert "noise: " in printed and "confirmed val top-1" in printed

@@ -42,6 +42,31 @@ def test_shipped_spaces_are_valid(name):
     ("stages.1.depth: {int: [1, 3], choice: [1]}", "give exactly one of choice, int, float (got choice, int)"),
     ("stages.1.depth: {int: [1, 3], when: {later: 1}}", "'later' is not an earlier parameter"),
     ("stages.1.depth: {ints: [1, 3]}", "ints: unknown key; did you mean 'int'?"),
+    # what Optuna refuses, or changes, when a trial samples the range: refused at load, before Ray starts
+    ("stages.3.depth: {int: [1, 3], step: .inf}", "params.stages.3.depth: step inf must be a finite number"),
+    ("width_mult: {float: [0.5, .inf]}", "params.width_mult: range [0.5, inf]: low and high must be finite numbers"),
+    ("width_mult: {float: [0.5, .nan]}", "params.width_mult: range [0.5, nan]: low and high must be finite numbers"),
+    ("width_mult: {float: [0.0, 1.5], log: true}", "params.width_mult: log: true needs low > 0 (got 0.0)"),
+    ("stages.3.depth: {int: [0, 3], log: true}", "params.stages.3.depth: log: true needs low >= 1 (got 0)"),
+    ("stages.3.depth: {int: [1, 3], log: true, step: 2}", "params.stages.3.depth: give step or log: true, not both"),
+    ("stages.3.depth: {int: [1, 3], step: 1.5}", "params.stages.3.depth: step 1.5: an int range takes a whole step"),
+    ("width_mult: {float: [0.5, 1.4], step: 0.25}",
+     "params.width_mult: range [0.5, 1.4] is not a whole number of steps of 0.25: Optuna would sample up to 1.25 only"),
+    ("stages.3.cot.kernel_size: {choice: [3, 5], step: 2}", "params.stages.3.cot.kernel_size: step: only an int or float range"),
+    ("se_ratio: {float: [0.0, 0.5], step: 1.0e-300}",
+     "params.se_ratio: step 1e-300 is too small for the range [0.0, 0.5]: Optuna cannot count its steps"),
+    # width_mult is a positive number that leaves every stage a channel per group and head
+    ("width_mult: {float: [0.0, 1.5]}", "params.width_mult: value 0.0 does not fit the base spec: width_mult 0.0: "
+                                        "expected a positive number"),
+    ("width_mult: {choice: [-1, 1]}", "width_mult -1: expected a positive number"),
+    ("width_mult: {choice: [wide, 1]}", "width_mult 'wide': expected a positive number"),
+    ("width_mult: {float: [0.25, 1.5]}", "params.width_mult: value 0.25 does not fit the base spec: width_mult 0.25 rounds "
+                                         "stages.0.planes 16 to 0 (planes are multiples of 8), fewer than one channel"),
+    # a condition that could never hold
+    ("stages.1.cot.heads: {choice: [2, 4], when: {stages.2.depth: 7}}",
+     "params.stages.1.cot.heads.when: 7 is not in the range of stages.2.depth [1, 3], so the condition could never hold"),
+    ("stages.1.cot.heads: {choice: [2, 4], when: {stages.1.blocks: []}}",
+     "params.stages.1.cot.heads.when: no value of stages.1.blocks is given, so the condition could never hold"),
 ])
 def test_bad_params_are_refused_with_their_path(tmp_path, change, message):
     text = GOOD.replace("  width_mult: {float: [0.5, 1.5], step: 0.25}", "  " + change)

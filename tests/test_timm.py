@@ -4,6 +4,8 @@ with every feature class, FX tracing (forward and backward) and TorchScript agai
 
 import copy
 import math
+import subprocess
+import sys
 
 import pytest
 import timm
@@ -202,6 +204,25 @@ def test_pretrained_cfg_follows_the_model_through_timm(name, overrides):
     transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))
     image = Image.new("L" if model.spec.in_chans == 1 else "RGB", (75, 50))
     assert transform(image).shape == cfg["input_size"]
+
+
+@pytest.mark.slow
+def test_importing_cotsearch_makes_the_presets_timm_models():
+    """As a timm user writes it, in fresh interpreters (both at once): `import cotsearch`
+    before or after timm, then timm's own calls, with no warning (a preset registered twice
+    would warn)."""
+    code = """
+import warnings
+warnings.simplefilter("error")
+net = timm.create_model("cotnet_tiny", num_classes=3)
+print(type(net).__name__, net.num_classes, sorted(set(timm.list_models()) & set(cotsearch.list_presets())))
+"""
+    runs = [subprocess.Popen([sys.executable, "-c", imports + code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for imports in ("import cotsearch\nimport timm", "import timm\nimport cotsearch")]
+    for run in runs:
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err[-2000:]
+        assert out.split(" ", 2) == ["CoTNet", "3", f"{sorted(cotsearch.list_presets())}\n"]
 
 
 def test_the_callers_cfg_overlay_wins():

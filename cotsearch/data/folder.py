@@ -25,10 +25,13 @@ def image_folder(root: Path, transform) -> ImageFolder:
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; expected a folder per class holding images")
     try:
-        return ImageFolder(str(root), transform=transform, loader=load_image)
+        dataset = ImageFolder(str(root), transform=transform, loader=load_image)
     except FileNotFoundError as e:
         # torchvision: "Couldn't find any class folder" / "Found no valid file for the classes X"
         raise DataError(f"{root}: {str(e).splitlines()[0]}") from None
+    if len(dataset.classes) < 2:  # every image its one class: a run that learns nothing and scores 100%
+        raise DataError(f"{root}: one class folder ({dataset.classes[0]}); expected a folder per class, two or more")
+    return dataset
 
 
 def folder_labels(dataset: ImageFolder | Subset) -> np.ndarray:

@@ -7,6 +7,8 @@ and take the class count (and input channels) from the checkpoint itself."""
 from __future__ import annotations
 
 import pickle
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -15,21 +17,36 @@ from cotsearch.arch.load import load_spec
 from cotsearch.errors import CheckpointError
 from cotsearch.nn.model import CoTNet, build_model, compare_state_dict
 
+ZIP_MAGIC = b"PK"  # torch.save's format since PyTorch 1.6
+PICKLE_PROTO = b"\x80"  # the first byte of a pickle of protocol 2 or later (its legacy format)
+
 
 def read_checkpoint(path: str | Path, use_ema: bool = False) -> dict[str, torch.Tensor]:
     """A state_dict from a checkpoint file: a bare state_dict, or a dict holding
     `state_dict` / `state_dict_ema` (timm's train script). Read with weights_only=True:
-    a pickle that carries code is refused, never run."""
+    a pickle that carries code is refused, never run; a file that is neither of torch.save's
+    formats is refused before torch reads it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    zipped = zipfile.is_zipfile(path)
+    with path.open("rb") as f:
+        start = f.read(2)
+    if not start:
+        raise CheckpointError(f"{path}: empty file; expected a PyTorch checkpoint")
+    if not zipped and start == ZIP_MAGIC:
+        raise CheckpointError(f"{path}: a zip archive without its end; the checkpoint is truncated or damaged")
+    if not zipped and start[:1] != PICKLE_PROTO:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols other than its own
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else "unsupported content"
-        raise CheckpointError(f"{path}: refused: not a plain tensor checkpoint ({first})") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
-        raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint ({str(e).splitlines()[0][:160]})") from None
+        raise CheckpointError(f"{path}: refused: not a plain tensor checkpoint ({_reason(e)})") from None
+    except Exception as e:  # noqa: BLE001 - torch's readers meet a damaged file with anything (KeyError, IndexError ...)
+        reason = f"{type(e).__name__}: {_reason(e)}"
+        raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint ({reason})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a state_dict (a dict of tensors), got {type(obj).__name__}")
     keys = ("state_dict_ema", "state_dict") if use_ema else ("state_dict", "state_dict_ema")
@@ -41,6 +58,14 @@ def read_checkpoint(path: str | Path, use_ema: bool = False) -> dict[str, torch.
     if not state:
         raise CheckpointError(f"{path}: holds no tensors (expected a state_dict, or a dict with 'state_dict')")
     return state
+
+
+def _reason(e: Exception) -> str:
+    """The sentence of torch's message that says what was wrong, without its advice (to load
+    the file unsafely, or to allow what was refused), which is not this program's to give."""
+    text = str(e).split("WeightsUnpickler error:", 1)[-1]
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "unsupported content")
+    return line.split(". ", 1)[0][:160]
 
 
 def convert_state_dict(state: dict[str, torch.Tensor], preset: str, source: str = "checkpoint") -> CoTNet:

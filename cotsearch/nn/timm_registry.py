@@ -1,5 +1,6 @@
 """Registers every preset with timm, so `timm.create_model("cotnet50", num_classes=10)`
-and `features_only=True` (any feature_cls: hook, fx, getter) work once cotsearch is imported.
+and `features_only=True` (any feature_cls: hook, fx, getter) work once cotsearch is imported:
+`import cotsearch` imports this module as soon as timm is imported too, in either order.
 
 No weights can be downloaded; local ones load through timm's own mechanism:
 `timm.create_model("cotnet50", pretrained=True, pretrained_cfg_overlay=dict(file="model.safetensors"))`

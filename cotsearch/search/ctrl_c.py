@@ -1,53 +1,27 @@
-"""Ctrl-C stops a search or a sweep, wherever the driver is at that moment.
+"""Ctrl-C, SIGTERM or SIGHUP stops a search or a sweep, wherever the driver is at that moment.
 
-Python turns Ctrl-C into a KeyboardInterrupt at whatever line the main thread runs. Raised
-inside a finalizer (Ray releases its object references in `__del__`), it is printed as
-"ignored" and lost, and the search would run on to its end. So the handler also remembers
-the press, and a Ray Tune callback raises it again at the start of Tune's next step, in the
+Each raises a KeyboardInterrupt at whatever line the main thread runs (cotsearch.signals).
+Raised inside a finalizer (Ray releases its object references in `__del__`), it is printed as
+"ignored" and lost, and the search would run on to its end. So the handler also remembers the
+signal, and this Ray Tune callback raises it again at the start of Tune's next step, in the
 driver's own loop, from where it reaches the command (which records the interrupted trials).
+The handling is installed again around each Tune run, after `ray.init` has put its own
+SIGTERM handler (a C++ stack dump, then `sys.exit`) in place.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from ray import tune
 
+from cotsearch.signals import StopSignals
 
-class CtrlC(tune.Callback):
-    def __init__(self):
-        self.pressed = threading.Event()
 
+class CtrlC(StopSignals, tune.Callback):
     def __getstate__(self) -> dict:
         return {}  # Ray pickles its callbacks with the experiment's state; the event stays here
 
     def __setstate__(self, state: dict) -> None:
-        self.pressed = threading.Event()
-
-    def raise_if_pressed(self) -> None:
-        if self.pressed.is_set():
-            raise KeyboardInterrupt
+        StopSignals.__init__(self)
 
     def on_step_begin(self, iteration, trials, **info):
         self.raise_if_pressed()
-
-    @contextmanager
-    def handling(self) -> Iterator[CtrlC]:
-        """While inside: Ctrl-C raises KeyboardInterrupt and is remembered (main thread only;
-        elsewhere signals cannot be handled and nothing changes)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-
-        def on_sigint(signum, frame):
-            self.pressed.set()
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGINT, on_sigint)
-        try:
-            yield self
-        finally:
-            signal.signal(signal.SIGINT, previous)

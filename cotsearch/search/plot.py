@@ -61,17 +61,25 @@ def plot_pareto(rows: list[TrialRecord], references: list[dict], budgets: dict) 
         def cost(items, key=key, scale=scale):
             return [getattr(r, key) * scale for r in items]
 
-        beside = [r for r in trained if key == "latency_ms" and r.latency_shared]
-        alone = [r for r in trained if r not in beside]
-        if alone:
-            ax.scatter(cost(alone), [r.val_top1 for r in alone], c="tab:blue", label="trained", zorder=3)
-        if beside:
-            ax.scatter(cost(beside), [r.val_top1 for r in beside], facecolors="none", edgecolors="tab:blue",
-                       label="trained, latency measured beside another trial", zorder=3)
+        # a reading ASHA stopped after fewer epochs is not comparable with a finished one: drawn
+        # apart (red triangles) and left off the front; hollow: latency measured beside another trial
+        finished = [r for r in trained if r.state == "complete"]
+        stopped = [r for r in trained if r.state != "complete"]
+        after = "/".join(map(str, sorted({r.epochs for r in stopped if r.epochs})))
+        for group, marker, color, label in ((finished, "o", "tab:blue", "fully trained"),
+                                            (stopped, "v", STOPPED_COLOR,
+                                             f"stopped by ASHA: reading after {after} epochs (not comparable)")):
+            beside = [r for r in group if key == "latency_ms" and r.latency_shared]
+            alone = [r for r in group if r not in beside]
+            if alone:
+                ax.scatter(cost(alone), [r.val_top1 for r in alone], marker=marker, c=color, label=label, zorder=3)
+            if beside:
+                ax.scatter(cost(beside), [r.val_top1 for r in beside], marker=marker, facecolors="none",
+                           edgecolors=color, label=f"{label}, latency measured beside another trial", zorder=3)
         if infeasible:
             ax.scatter(cost(infeasible), [strip] * len(infeasible), marker="x", c="tab:red",
                        label=f"infeasible, not trained ({len(infeasible)})", zorder=2)
-        front = pareto_front(list(zip(cost(trained), [r.val_top1 for r in trained])))
+        front = pareto_front(list(zip(cost(finished), [r.val_top1 for r in finished])))
         if front:
             ax.step([p[0] for p in front], [p[1] for p in front], where="post", c="tab:blue", alpha=0.5,
                     label="Pareto front")

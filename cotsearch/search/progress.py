@@ -66,8 +66,9 @@ class SearchProgress(tune.Callback):
         self.event(f"trial {trial_name(trial)} started")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" in result and "val_top1" in result and not result.get("failed") and not result.get("infeasible"):
-            self.event(f"trial {trial_name(trial)} epoch {result['epoch']}: val top-1 {result['val_top1']:.2%}")
+        if "epoch" in result and not result.get("failed") and not result.get("infeasible"):
+            reading = f"val top-1 {result['val_top1']:.2%}" if "val_top1" in result else "trained (not validated)"
+            self.event(f"trial {trial_name(trial)} epoch {result['epoch']}: {reading}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.running -= 1

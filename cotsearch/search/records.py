@@ -13,14 +13,16 @@ import optuna
 
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_bytes, atomic_write_text
+from cotsearch.search.stats import binomial_se
 
 STUDY_NAME = "cotsearch"
 TRAINED_STATES = ("complete", "stopped")  # "stopped": ended early by ASHA
 INTERRUPTED = "the search was stopped while it ran"
-FAILURE_NOTE = "failure.txt"  # a trial's reason for failing, left where its worker could not report it
+FAILURE_NOTE = "failure.txt"
+NOISE_FILE = "noise.json"  # the run's noise, confirmation and choice (cotsearch.search.confirm)  # a trial's reason for failing, left where its worker could not report it
 
-COLUMNS = ["trial", "state", "val_top1", "epochs", "macs", "macs_conv", "params", "latency_ms", "latency_shared", "spec_hash",
-           "duration_s", "node", "gpu_ids", "reason"]
+COLUMNS = ["trial", "state", "val_top1", "val_top1_se", "val_images", "epochs", "macs", "macs_conv", "params", "latency_ms", "latency_shared", "spec_hash",
+           "duration_s", "val_s", "node", "gpu_ids", "reason"]
 
 
 def trial_dir(run_dir: str | Path, number: int | str) -> Path:
@@ -64,10 +66,17 @@ class TrialRecord:
     gpu_ids: str | None
     reason: str | None
     spec_json: str | None
+    val_images: int | None = None  # the validation images val_top1 was read on
+    val_s: float | None = None  # of duration_s, spent validating
 
     @property
     def trained(self) -> bool:
         return self.state in TRAINED_STATES
+
+    @property
+    def val_top1_se(self) -> float | None:
+        """The reading's binomial standard error (how much it would move on other images)."""
+        return binomial_se(self.val_top1, self.val_images) if self.val_top1 is not None and self.val_images else None
 
 
 def records(study: optuna.Study) -> list[TrialRecord]:
@@ -83,6 +92,7 @@ def records(study: optuna.Study) -> list[TrialRecord]:
             t.number, state, json.loads(a.get("sampled", "{}")), a.get("val_top1") if state in TRAINED_STATES else None,
             a.get("epoch"), a.get("macs"), a.get("macs_conv"), a.get("params_count"), a.get("latency_ms"),
             a.get("latency_shared"), a.get("spec_hash"), a.get("duration_s"), a.get("node"), a.get("gpu_ids"), reason, a.get("spec"),
+            a.get("val_images"), a.get("val_s"),
         ))
     return out
 
@@ -107,9 +117,18 @@ def best_record(study: optuna.Study) -> TrialRecord | None:
     return max(done, key=lambda r: (r.val_top1, -(r.macs or 0)), default=None)
 
 
+def chosen_trial(run_dir: Path) -> int | None:
+    """The trial the search's confirmation chose (noise.json, cotsearch.search.confirm), if any."""
+    path = Path(run_dir) / NOISE_FILE
+    chosen = json.loads(path.read_text()).get("chosen") if path.exists() else None
+    return int(chosen["name"]) if chosen and chosen["kind"] == "candidate" else None
+
+
 def export_trial(run_dir: Path, trial: str | int | None, output: Path) -> TrialRecord | None:
-    """Copy a trial's model file (or, for a .yaml output, its spec) to `output`."""
+    """Copy a trial's model file (or, for a .yaml output, its spec) to `output`; by default the
+    chosen trial's (confirmed, else the best reading)."""
     study = open_study(run_dir, must_exist=True)
+    trial = chosen_trial(run_dir) if trial is None else trial
     if trial is None:
         record = best_record(study)
         if record is None:

@@ -21,8 +21,9 @@ from optuna.trial import FrozenTrial
 
 from cotsearch.arch.spec import BackboneSpec
 from cotsearch.data.shape import DataShape
-from cotsearch.files import atomic_write_text, save_figure
+from cotsearch.files import atomic_write_bytes, atomic_write_text, check_writable, figure_png, is_our_figure
 from cotsearch.search import plot
+from cotsearch.search.confirm import read_confirmation
 from cotsearch.search.records import TrialRecord, best_record, open_study, records
 from cotsearch.search.rundir import SPACE_FILE
 from cotsearch.search.space import SearchSpace
@@ -66,16 +67,24 @@ def write_report(run_dir: Path, output: Path | None = None) -> Path:
                     plot.plot_choices({name: p.labels() if p.choice is not None else None
                                        for name, p in space.params.items()}, rows, choice_labels(space))),
     }
+    # Made in memory, checked, then written, the page first: a report that cannot be written
+    # leaves nothing beside it, and a PNG of the user's is not overwritten outside the run directory.
+    pngs = {output.parent / f"{name}.png": figure_png(fig) for name, (_, _, fig) in figures.items()}
     sections = []
-    for name, (title, caption, fig) in figures.items():
-        path = output.parent / f"{name}.png"
-        save_figure(fig, path)
-        image = base64.b64encode(path.read_bytes()).decode("ascii")
+    for (title, caption, _), png in zip(figures.values(), pngs.values()):
+        image = base64.b64encode(png).decode("ascii")
         sections.append(f'<h2>{_e(title)}</h2>\n<p class="note">{_e(caption)}</p>\n'
                         f'<img alt="{_e(title)}" src="data:image/png;base64,{image}">')
-    best = best_record(study)
-    page = _page(space, run_dir, rows, references, sections, best, _best_test_top1(run_dir, best))
+    confirmation = read_confirmation(run_dir)
+    chosen = (confirmation or {}).get("chosen")
+    best = next((r for r in rows if chosen and str(r.trial) == chosen["name"]), None) or best_record(study)
+    page = _page(space, run_dir, rows, references, sections, best, _best_test_top1(run_dir, best), confirmation)
+    ours = None if output.parent.resolve() == run_dir.resolve() else is_our_figure
+    for path in (output, *pngs):
+        check_writable(path, "-o", ours if path in pngs else None, "a figure of a cotsearch report")
     atomic_write_text(output, page)
+    for path, png in pngs.items():
+        atomic_write_bytes(path, png)
     return output
 
 
@@ -162,8 +171,29 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _confirmation_html(confirmation: dict | None) -> str:
+    """The run's noise and the confirmed specs with their intervals and verdicts (noise.json)."""
+    if confirmation is None:
+        return "<p>Not measured yet: the search writes noise.json when its confirmation ends.</p>"
+    rows = []
+    for spec in confirmation["specs"]:
+        label = f"trial {spec['name']}" if spec["kind"] == "candidate" else spec["name"]
+        chosen = confirmation["chosen"] == {"kind": spec["kind"], "name": spec["name"]}
+        verdicts = "<br>".join(f"{_e(c['verdict'])} {_e(c['reference'])}: {100 * c['difference']:+.2f} points "
+                               f"[{100 * c['ci95'][0]:+.2f}, {100 * c['ci95'][1]:+.2f}]"
+                               for c in confirmation["comparisons"]
+                               if spec["kind"] == "candidate" and c["candidate"] == spec["name"])
+        rows.append([_e(label) + (" <b>(chosen)</b>" if chosen else ""), _mega(spec["macs"], 1),
+                     _pct(spec["search_reading"]), f"{_pct(spec['mean'])} [{_pct(spec['ci95'][0])}, "
+                     f"{_pct(spec['ci95'][1])}]", str(len(spec["runs"])), verdicts])
+    table = _table(["spec", "MACs", "search reading", "confirmed val top-1 [95% CI]", "seeds", "against the references"],
+                   rows) if rows else ""
+    return f"<p>{_e(confirmation['sentence'][0].upper() + confirmation['sentence'][1:])}.</p>\n{table}"
+
+
 def _page(space: SearchSpace, run_dir: Path, rows: list[TrialRecord], references: list[dict],
-          sections: list[str], best: TrialRecord | None, test_top1: float | None) -> str:
+          sections: list[str], best: TrialRecord | None, test_top1: float | None,
+          confirmation: dict | None = None) -> str:
     counts = {s: sum(r.state == s for r in rows) for s in STATES}
     done = sum(counts[s] for s in ("complete", "stopped", "failed")) + sum(
         r.state == "infeasible" and r.latency_ms is not None for r in rows)  # over the latency budget on Ray
@@ -181,14 +211,20 @@ def _page(space: SearchSpace, run_dir: Path, rows: list[TrialRecord], references
         return "-" if value is None else f"{value:.2f}" + (" (shared node)" if shared else "")
 
     trained = sorted((r for r in rows if r.trained and r.val_top1 is not None), key=lambda r: -r.val_top1)
-    top = [[str(r.trial), r.state, _pct(r.val_top1), str(r.epochs or "-"), _mega(r.macs, 1), _mega(r.params, 2),
+    top = [[str(r.trial), r.state if r.state == "complete" else f"{r.state} after {r.epochs} epochs",
+            _pct(r.val_top1) + (f" ± {_pct(r.val_top1_se)}" if r.val_top1_se is not None else ""),
+            str(r.epochs or "-"), _mega(r.macs, 1), _mega(r.params, 2),
             latency(r.latency_ms, r.latency_shared), choices(r)] for r in trained[:TOP_TRIALS]]
     diffs = "".join(f"<details{' open' if i == 0 else ''}><summary>trial {r.trial}: spec against the base</summary>"
                     f"{_diff_html(spec_diff(space, r.spec_json))}</details>"
                     for i, r in enumerate(trained[:TOP_TRIALS]) if r.spec_json)
     summary = ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s])
-    best_line = (f"Best: trial {best.trial}, validation top-1 {_pct(best.val_top1)}, test top-1 {_pct(test_top1)}, "
-                 f"{_mega(best.macs, 2)} MACs." if best else "No trial is fully trained yet.")
+    chosen = next((c for c in (confirmation or {}).get("specs", [])
+                   if best and c["kind"] == "candidate" and c["name"] == str(best.trial)), None)
+    confirmed = (f" (confirmed: {_pct(chosen['mean'])}, 95% CI [{_pct(chosen['ci95'][0])}, {_pct(chosen['ci95'][1])}] "
+                 f"over {len(chosen['runs'])} fresh seeds)") if chosen else " (one reading, not confirmed)"
+    best_line = (f"Best: trial {best.trial}, validation top-1 {_pct(best.val_top1)}{confirmed}, test top-1 "
+                 f"{_pct(test_top1)}, {_mega(best.macs, 2)} MACs." if best else "No trial is fully trained yet.")
     refs = _table(["preset", "val top-1", "epochs", "MACs", "params", "latency ms", "error"],
                   [[_e(r["name"]), _pct(r.get("val_top1")), str(r.get("epoch") or "-"), _mega(r.get("macs"), 1),
                     _mega(r.get("params"), 2), latency(r.get("latency_ms")), _e(r.get("error") or "")]
@@ -210,12 +246,16 @@ pre {{ background: #f6f6f6; padding: 0.6em; font-size: 0.85em; overflow-x: auto;
 {banner}
 <p>Trials: {_e(summary) or "none yet"}. {best_line}</p>
 {chr(10).join(sections)}
+<h2>Noise and confirmation</h2>
+{_confirmation_html(confirmation)}
 <h2>Top trials</h2>
+<p class="note">One validation reading each, ± its binomial standard error (what the reading would move by on other
+images; seed noise comes on top, see above).</p>
 {_table(["trial", "state", "val top-1", "epochs", "MACs", "params", "latency ms", "choices"], top)
  if top else "<p>No trial trained yet.</p>"}
 {diffs}
 <h2>References</h2>
-<p class="note">The space's reference presets, trained with the same recipe.</p>
+<p class="note">The space's reference presets, trained with the same recipe: the mean of their seeds.</p>
 {refs}
 <h2>Settings</h2>
 <p class="note">The run's space, recipe and search settings (space.json, shown as YAML).</p>

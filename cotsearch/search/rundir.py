@@ -9,6 +9,9 @@ import shutil
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import ValidationError
+
+from cotsearch.arch.yaml_io import format_validation_error
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_text
 from cotsearch.search.space import SearchSpace
@@ -57,15 +60,24 @@ def _lock(handle: IO, run_dir: Path, mode: int) -> None:
                              "wait for it to end or stop it, then resume") from None
 
 
+def saved_space(run_dir: Path) -> SearchSpace:
+    """The space a run was started with: what makes a folder a run directory."""
+    saved = run_dir / SPACE_FILE
+    if not saved.is_file():
+        raise CotsearchError(f"--resume {run_dir}: not a cotsearch run directory (no {SPACE_FILE})")
+    try:
+        return SearchSpace.model_validate_json(saved.read_bytes())
+    except ValidationError as e:
+        raise CotsearchError(format_validation_error(e, f"--resume {saved}", SearchSpace)) from None
+
+
 def check_run_dir(space: SearchSpace, run_dir: Path, resume: bool) -> None:
     """What can be known of the run directory without writing to it: resuming, that it holds
     a run of this space; starting, that it holds none and that it can be created. Cheap and
     torch-free, so the command line reports these mistakes before it starts Ray."""
     saved = run_dir / SPACE_FILE
     if resume:
-        if not saved.exists():
-            raise CotsearchError(f"--resume {run_dir}: not a cotsearch run directory (no {SPACE_FILE})")
-        old = SearchSpace.model_validate_json(saved.read_text())
+        old = saved_space(run_dir)
         # eval_batch_size changes no result (runs started before its default went from 512 to 128 resume)
         same = {"search": True, "train": {"eval_batch_size"}}
         changed = first_difference(old.model_dump(mode="json", exclude=same), space.model_dump(mode="json", exclude=same))
@@ -78,8 +90,11 @@ def check_run_dir(space: SearchSpace, run_dir: Path, resume: bool) -> None:
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise CotsearchError(f"--out {run_dir}: is a file; expected a run directory")
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if saved.exists():
         raise CotsearchError(f"--out {run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
+    if run_dir.exists() and any(p.name != LOCK_FILE for p in run_dir.iterdir()):  # the lock: of a start that failed
+        raise CotsearchError(f"--out {run_dir}: holds other files and no run (no {SPACE_FILE}); a search starts in "
+                             "an empty or new folder, so choose another --out")
     folder = run_dir if run_dir.exists() else next((p for p in run_dir.absolute().parents if p.exists()), None)
     if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK):
         raise CotsearchError(f"--out {run_dir}: cannot write the run directory ({folder} is not a writable folder)")
@@ -92,7 +107,7 @@ def prepare_run_dir(space: SearchSpace, run_dir: Path, resume: bool) -> tuple[Se
     check_run_dir(space, run_dir, resume)
     saved = run_dir / SPACE_FILE
     if resume:
-        space = SearchSpace.model_validate_json(saved.read_text()).model_copy(update={"search": space.search})
+        space = saved_space(run_dir).model_copy(update={"search": space.search})
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

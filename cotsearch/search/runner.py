@@ -30,9 +30,11 @@ from cotsearch.arch.load import load_spec
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_text
+from cotsearch.search.confirm import Confirmation, planned_runs, read_runs, reference_means, run_record, summarize, \
+    write_noise, write_runs
 from cotsearch.search.ctrl_c import CtrlC
 from cotsearch.search.progress import SearchProgress
-from cotsearch.search.records import best_record, copy_best, records, write_trials_csv
+from cotsearch.search.records import TrialRecord, best_record, copy_best, records, worker_failure, write_trials_csv
 from cotsearch.search.rundir import prepare_run_dir
 from cotsearch.search.searcher import StudySearcher, fail_interrupted, finished_trials, search_study
 from cotsearch.search.space import SearchSpace
@@ -47,6 +49,7 @@ class SearchOutcome:
     best_macs: int | None
     finished: int
     infeasible: int
+    confirmation: Confirmation | None = None
 
 
 def _without_notices(record: logging.LogRecord) -> bool:
@@ -75,37 +78,61 @@ def _init_ray(address: str | None) -> bool:
     return True
 
 
-def _run_references(space: SearchSpace, run_dir: Path, trainable, progress: SearchProgress, ctrl_c: CtrlC) -> list[dict]:
-    """Train the space's reference presets with the same recipe (Ray trials too)."""
-    path = run_dir / "references.json"
-    done = json.loads(path.read_text()) if path.exists() else []
-    todo = [name for name in space.search.references if name not in {d["name"] for d in done}]
-    if todo:
-        progress.console.print(f"training the reference presets {', '.join(todo)} with the same recipe")
-        configs = []
-        for name in todo:  # fitted to the data and priced here, as the searched trials are
-            spec = space.data_shape().apply(load_spec(name))
-            configs.append({"reference": True, "number": f"ref-{name}", "name": name, "spec": spec.model_dump_json(),
-                            "cost": estimate_cost(spec).to_dict()})
-        tuner = tune.Tuner(trainable, param_space={"row": tune.grid_search(configs)},
-                           tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.config["row"]["number"],
-                                                       reuse_actors=True),
-                           run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name="ray-references",
-                                                     verbose=0, callbacks=[progress, ctrl_c]))
-        with progress.start("references", len(todo)):
-            results = tuner.fit()
-        for result in results:
-            m = result.metrics or {}
-            done.append({"name": result.config["row"]["name"], "val_top1": m.get("val_top1"), "macs": m.get("macs"),
-                         "params": m.get("params"), "latency_ms": m.get("latency_ms"),
-                         "latency_shared": m.get("latency_shared"), "epoch": m.get("epoch"),
-                         "error": m.get("error")})
-        atomic_write_text(path, json.dumps(done, indent=2))
-    return done
+def _run_confirmation(space: SearchSpace, run_dir: Path, study: optuna.Study, trainable, progress: SearchProgress,
+                      ctrl_c: CtrlC) -> list[dict]:
+    """Train the confirmation's runs still to train (cotsearch.search.confirm), as Ray trials."""
+    runs = read_runs(run_dir)
+    done = {r["number"] for r in runs}
+    todo = [c for c in planned_runs(space, records(study)) if c["number"] not in done]
+    if not todo:
+        return runs
+    seeds = space.search.reference_seeds(space.train.seed)
+    confirmed = sorted({c["name"] for c in todo if c["kind"] == "candidate"}, key=int)
+    what = ([f"the top {len(confirmed)} trials ({', '.join(confirmed)})"] if confirmed else []) + \
+        ([f"the references {', '.join(space.search.references)}"] if space.search.references else [])
+    progress.console.print(f"confirming: training {' and '.join(what)} with seeds {', '.join(map(str, seeds))} "
+                           "(same recipe)", soft_wrap=True)
+    tuner = _tuner(space, run_dir, trainable, "ray-confirm", [progress, ctrl_c, RunRecorder(run_dir)],
+                   param_space={"row": tune.grid_search(todo)},
+                   trial_dirname_creator=lambda t: t.config["row"]["number"])
+    with progress.start("confirmation", len(todo)):
+        tuner.fit()
+    return read_runs(run_dir)
+
+
+class RunRecorder(tune.Callback):
+    """Writes each confirmation run to confirm.json as it ends, so that a stopped search keeps
+    the runs that finished."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.record(trial, trial.last_result or {})
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.record(trial, {"error": worker_failure(self.run_dir, trial.config["row"]["number"])})
+
+    def record(self, trial, metrics: dict) -> None:
+        write_runs(self.run_dir, [*read_runs(self.run_dir), run_record(trial.config["row"], metrics)])
+
+
+def _tuner(space: SearchSpace, run_dir: Path, trainable, name: str, callbacks: list, **tune_config) -> tune.Tuner:
+    """A Tuner for one phase of the search, with the same storage, output and failure handling:
+    a trial's worker or node that dies is run again up to `max_retries` times.
+    `reuse_actors`: a trial starts on the worker of one that ended (torch imported, data
+    loaded) instead of a new one, seconds sooner; train_trial keeps nothing else between trials."""
+    param_space = tune_config.pop("param_space", None)
+    return tune.Tuner(trainable, param_space=param_space,
+                      tune_config=tune.TuneConfig(reuse_actors=True, **tune_config),
+                      run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name=name, verbose=0,
+                                                callbacks=callbacks,
+                                                failure_config=tune.FailureConfig(max_failures=space.search.max_retries)))
 
 
 class SearchInterrupted(CotsearchError):
-    """Ctrl-C: the search stopped, its running trials recorded as interrupted."""
+    """Ctrl-C, SIGTERM or SIGHUP (cotsearch.signals): the search stopped, its running trials
+    recorded as interrupted."""
 
 
 def _alive_nodes() -> list[dict]:
@@ -140,6 +167,10 @@ def ray_session(space: SearchSpace, run_dir: Path, resume: bool, address: str | 
     space to run (resuming: the saved one) and undoes it all in reverse."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no Ray tables; our own progress lines
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops the run (see ctrl_c.py)
+    # a trial validates only where its scheduler compares trials and at its end (see
+    # SearchSettings.validation_epochs), yet reports every epoch so that its progress shows;
+    # Tune's check that each result holds the metric would refuse those reports
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started_ray = _init_ray(address)
     try:
@@ -192,7 +223,7 @@ def _search(space: SearchSpace, run_dir: Path, resume: bool, console: Console) -
     try:
         with ctrl_c.handling():
             _run_trials(space, run_dir, study, trainable, progress, ctrl_c)
-            references = _run_references(space, run_dir, trainable, progress, ctrl_c)
+            runs = _run_confirmation(space, run_dir, study, trainable, progress, ctrl_c)
             ctrl_c.raise_if_pressed()  # pressed during Tune's last step, and swallowed there
     except KeyboardInterrupt:
         interrupted = fail_interrupted(study)
@@ -200,7 +231,7 @@ def _search(space: SearchSpace, run_dir: Path, resume: bool, console: Console) -
         raise SearchInterrupted(f"interrupted: {finished_trials(study)} of {space.search.trials} trials finished, "
                                 f"{interrupted} stopped while running (they run again first when the search is "
                                 "resumed)") from None
-    return finish(space, run_dir, study, references, console)
+    return finish(space, run_dir, study, runs, console)
 
 
 def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainable, progress: SearchProgress,
@@ -209,7 +240,7 @@ def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainabl
     remaining = space.search.trials - finished_trials(study)
     if remaining <= 0:
         return
-    scheduler = (ASHAScheduler(metric="val_top1", mode="max", max_t=space.train.epochs,
+    scheduler = (ASHAScheduler(time_attr="epoch", metric="val_top1", mode="max", max_t=space.train.epochs,
                                grace_period=min(space.search.grace_period, space.train.epochs),
                                reduction_factor=space.search.reduction_factor)
                  if space.search.scheduler == "asha" else FIFOScheduler())
@@ -217,17 +248,9 @@ def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, trainabl
     progress.console.print(f"search {space.name}: {remaining} trials to train in {run_dir} "
                            f"({space.search.cpus_per_trial} CPU, {space.search.gpus_per_trial} GPU per trial)")
     searcher = StudySearcher(space, study, str(run_dir.resolve()))
-    tuner = tune.Tuner(
-        trainable,
-        # reuse_actors: a trial starts on the worker of one that ended (torch imported, data
-        # loaded) instead of a new one, seconds sooner; train_trial keeps nothing else between trials.
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
-                                    max_concurrent_trials=space.search.max_concurrent_trials, reuse_actors=True,
-                                    trial_dirname_creator=lambda trial: f"trial-{trial.config.get('number')}"),
-        run_config=tune.RunConfig(storage_path=str(run_dir.resolve()), name=f"ray-search-{attempt}",
-                                  verbose=0, callbacks=[progress, ctrl_c],
-                                  failure_config=tune.FailureConfig(max_failures=space.search.max_retries)),
-    )
+    tuner = _tuner(space, run_dir, trainable, f"ray-search-{attempt}", [progress, ctrl_c], search_alg=searcher,
+                   scheduler=scheduler, num_samples=remaining, max_concurrent_trials=space.search.max_concurrent_trials,
+                   trial_dirname_creator=lambda trial: f"trial-{trial.config.get('number')}")
     # with max_concurrent_trials, Tune starts that many together by itself
     at_once = None if space.search.max_concurrent_trials else min(sum(_trials_per_node(space, _alive_nodes())), remaining)
     try:
@@ -257,43 +280,95 @@ def _workers_started_together(trials: int | None):
         del os.environ["TUNE_MAX_PENDING_TRIALS_PG"]
 
 
-def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, references: list[dict], console: Console) -> SearchOutcome:
-    """Write trials.csv, best/ and the report; test the best model; print the top trials."""
+def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, runs: list[dict], console: Console) -> SearchOutcome:
+    """Write trials.csv, noise.json, best/ and the report; test the chosen model; print the top
+    trials, the confirmation and its verdicts."""
     from cotsearch.search.report import write_report
 
-    write_trials_csv(study, run_dir / "trials.csv")
-    rows = records(study)
-    best = best_record(study)
+    rows = write_trials_csv(study, run_dir / "trials.csv")
+    confirmation = summarize(rows, runs)
+    write_noise(run_dir, confirmation)
+    by_number = {str(r.trial): r for r in rows}
+    # confirmed: the best mean over fresh seeds (ties: the cheaper); else the best single reading
+    best = by_number[confirmation.chosen.name] if confirmation.chosen else best_record(study)
     test_top1 = None
     if best is not None and (copy_best(run_dir, best) / "model.safetensors").exists():
-        with console.status(f"testing the best model (trial {best.trial}) on the test set"):
-            test_top1 = _test_best(space, run_dir / "best")
+        with console.status(f"testing the chosen model (trial {best.trial}) on the test set"):
+            test_top1 = _test_best(space, run_dir / "best", confirmation)
     report = write_report(run_dir)
-    table = Table(title=f"top trials of {space.name} (validation top-1; the test set is only used for the best)")
-    for col in ("trial", "state", "val top-1", "MACs", "params", "latency ms", "choices"):
-        table.add_column(col, justify="left" if col in ("state", "choices") else "right", no_wrap=col != "choices")
-    trained = sorted((r for r in rows if r.trained), key=lambda r: -(r.val_top1 or 0))
-    for r in trained[:8]:
-        table.add_row(str(r.trial), r.state, f"{r.val_top1:.2%}", f"{(r.macs or 0) / 1e6:.1f}M", f"{(r.params or 0) / 1e6:.2f}M",
-                      "-" if r.latency_ms is None else f"{r.latency_ms:.2f}",
-                      describe_choices(space.decode(r.sampled)))
-    for ref in references:
-        if ref.get("val_top1") is not None:
-            table.add_row(f"ref {ref['name']}", "reference", f"{ref['val_top1']:.2%}", f"{(ref['macs'] or 0) / 1e6:.1f}M",
-                          f"{(ref['params'] or 0) / 1e6:.2f}M", "-" if ref.get("latency_ms") is None else f"{ref['latency_ms']:.2f}", "")
     out = Console()
-    (out if out.is_terminal else Console(width=240)).print(table)  # in a file, one line per trial
+    out = out if out.is_terminal else Console(width=240)  # in a file, one line per trial
+    out.print(_top_trials_table(space, rows, reference_means(runs)))
+    if confirmation.specs:
+        out.print(_confirmation_table(confirmation))
     counts = {s: sum(r.state == s for r in rows) for s in ("complete", "stopped", "failed", "infeasible", "interrupted")}
     console.print(f"trials: {counts}; records in {run_dir / 'trials.csv'}, report {report}", soft_wrap=True)
+    console.print(f"noise: {confirmation.sentence()}", soft_wrap=True)
     if best is None:
         console.print("no trial finished training: no best model", soft_wrap=True)
     else:
         budget = space.budgets.max_macs
-        console.print(f"best: trial {best.trial}, val top-1 {best.val_top1:.2%}, test top-1 "
+        chosen = confirmation.chosen
+        reading = (f"confirmed val top-1 {chosen.mean.mean:.2%} ± {chosen.mean.half:.2%} (95% CI, {len(chosen.runs)} "
+                   f"fresh seeds; its search reading {best.val_top1:.2%})" if chosen
+                   else f"val top-1 {best.val_top1:.2%} (one reading, not confirmed)")
+        console.print(f"best: trial {best.trial}, {reading}, test top-1 "
                       f"{'-' if test_top1 is None else f'{test_top1:.2%}'}, {best.macs / 1e6:.2f} M MACs"
                       f"{f' (budget {budget / 1e6:.1f} M)' if budget else ''} -> {run_dir / 'best'}", soft_wrap=True)
+        for c in (c for c in confirmation.comparisons if chosen and c.candidate == chosen.name):
+            console.print(f"verdict: trial {c.candidate} {c.verdict} {c.reference} ({c.difference.points()}, 95% CI, "
+                          "same seeds)", soft_wrap=True)
+        if chosen and confirmation.comparisons:
+            console.print(f"(the verdicts hold for this recipe, {space.train.epochs} epochs on "
+                          f"{space.train.train_limit or 'all'} images: a longer training can order specs otherwise, "
+                          "as README 'Does the search work?' measured)", soft_wrap=True)
+        if not chosen:
+            console.print("verdict: none (no confirmation: `search.confirm` is off); a single reading cannot say "
+                          "whether the best trial beats the references", soft_wrap=True)
+        elif not space.search.references:
+            console.print("verdict: none (the space names no reference presets to compare with)", soft_wrap=True)
     return SearchOutcome(run_dir, best and best.trial, best and best.val_top1, test_top1, best and best.macs,
-                         finished_trials(study), counts["infeasible"])
+                         finished_trials(study), counts["infeasible"], confirmation)
+
+
+def _top_trials_table(space: SearchSpace, rows: list[TrialRecord], references: list[dict]) -> Table:
+    table = Table(title=f"top trials of {space.name} (one validation reading each, ± its binomial standard error; "
+                        "the test set is only used for the chosen one)")
+    for col in ("trial", "state", "val top-1", "MACs", "params", "latency ms", "choices"):
+        table.add_column(col, justify="left" if col in ("state", "choices") else "right", no_wrap=col != "choices")
+    trained = sorted((r for r in rows if r.trained), key=lambda r: -(r.val_top1 or 0))
+    for r in trained[:8]:
+        state = r.state if r.state == "complete" else f"stopped after {r.epochs} epochs"
+        se = f" ± {r.val_top1_se:.2%}" if r.val_top1_se is not None else ""
+        table.add_row(str(r.trial), state, f"{r.val_top1:.2%}{se}", f"{(r.macs or 0) / 1e6:.1f}M",
+                      f"{(r.params or 0) / 1e6:.2f}M", "-" if r.latency_ms is None else f"{r.latency_ms:.2f}",
+                      describe_choices(space.decode(r.sampled)))
+    for ref in references:
+        if ref.get("val_top1") is not None:
+            table.add_row(f"ref {ref['name']}", f"reference, mean of {ref['runs']}", f"{ref['val_top1']:.2%}",
+                          f"{(ref['macs'] or 0) / 1e6:.1f}M", f"{(ref['params'] or 0) / 1e6:.2f}M",
+                          "-" if ref.get("latency_ms") is None else f"{ref['latency_ms']:.2f}", "")
+    return table
+
+
+def _confirmation_table(confirmation: Confirmation) -> Table:
+    """Each confirmed spec's mean over fresh seeds with its 95% interval, and each candidate
+    against each reference (same seeds)."""
+    references = [s for s in confirmation.specs if s.kind == "reference"]
+    table = Table(title="confirmation: trained again with fresh seeds (95% intervals from the pooled seed noise)")
+    for col in ("spec", "MACs", "search reading", "confirmed val top-1", *[f"vs {r.name}" for r in references]):
+        table.add_column(col, justify="left" if col == "spec" else "right")
+    for s in confirmation.specs:
+        chosen = " (chosen)" if confirmation.chosen is s else ""
+        cells = []
+        for ref in references:
+            c = next((c for c in confirmation.comparisons if c.candidate == s.name and c.reference == ref.name
+                      and s.kind == "candidate"), None)
+            cells.append(f"{c.verdict}: {c.difference.points()}" if c else "")
+        table.add_row(f"{s.label}{chosen}", f"{s.macs / 1e6:.1f}M",
+                      "-" if s.search_reading is None else f"{s.search_reading:.2%}",
+                      f"{s.mean.mean:.2%} ± {s.mean.half:.2%} ({len(s.runs)} seeds)", *cells)
+    return table
 
 
 def _our_error(error: BaseException) -> CotsearchError | None:
@@ -317,7 +392,7 @@ def describe_choices(values: dict) -> str:
     return " ".join(parts)
 
 
-def _test_best(space: SearchSpace, best_dir: Path) -> float:
+def _test_best(space: SearchSpace, best_dir: Path, confirmation: Confirmation) -> float:
     """The best model's top-1 on the test set: reported once, never used to choose."""
     from cotsearch.cost.latency import resolve_device
     from cotsearch.data.load import load_data
@@ -331,6 +406,10 @@ def _test_best(space: SearchSpace, best_dir: Path) -> float:
     model = load_model(best_dir / "model.safetensors", device)
     _, top1 = evaluate(model, data.test, config, device)
     result = {"test_top1": top1, "test_images": len(data.test), "spec_hash": model.spec.spec_hash(),
-              "input_size": model.spec.input_size}
+              "input_size": model.spec.input_size,
+              "confirmed": confirmation.chosen is not None and {
+                  "val_top1_mean": confirmation.chosen.mean.mean,
+                  "ci95": [confirmation.chosen.mean.low, confirmation.chosen.mean.high],
+                  "seeds": sorted(confirmation.chosen.runs)}}
     atomic_write_text(best_dir / "result.json", json.dumps(result, indent=2))
     return top1

@@ -31,8 +31,8 @@ from cotsearch.search.space import SearchSpace, price
 MAX_REPEATS = 50  # samples of specs this run already trained, in one suggest, after which the search ends
 
 # What a trial's worker reports and the study keeps of it.
-RESULT_ATTRS = ("val_top1", "epoch", "latency_ms", "latency_shared", "node", "gpu_ids", "error", "duration_s", "train_loss",
-                "trial_started_at")
+RESULT_ATTRS = ("val_top1", "val_images", "epoch", "latency_ms", "latency_shared", "node", "gpu_ids", "error", "duration_s",
+                "val_s", "train_loss", "trial_started_at")
 
 
 def make_sampler(space: SearchSpace, offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -181,6 +181,7 @@ class StudySearcher(Searcher):
         if "val_top1" not in result or result.get("failed") or result.get("infeasible"):
             return
         trial.set_user_attr("val_top1", result["val_top1"])
+        trial.set_user_attr("val_images", result.get("val_images"))
         trial.set_user_attr("epoch", result.get("epoch"))
         if len(self.space.objectives) == 1 and result.get("epoch") not in self.reported.setdefault(trial.number, set()):
             trial.report(result["val_top1"], result["epoch"])  # Optuna keeps curves for one objective only

@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import math
+import warnings
 from functools import cached_property
 from typing import Any, Literal
 
@@ -42,10 +44,56 @@ class ParamSpec(StrictModel):
         if len(kinds) != 1:
             given = ", ".join(k.removesuffix("_range") for k in kinds) or "none"
             raise ValueError(f"give exactly one of choice, int, float (got {given})")
-        bounds = self.int_range or self.float_range
-        if bounds is not None and bounds[0] > bounds[1]:
-            raise ValueError(f"range [{bounds[0]}, {bounds[1]}] is empty: low is above high")
+        if self.choice is not None:
+            given = [k for k, v in (("step", self.step is not None), ("log", self.log)) if v]
+            if given:
+                raise ValueError(f"{' and '.join(given)}: only an int or float range takes it, not a choice")
+            return self
+        return self._a_range_optuna_samples()
+
+    def _a_range_optuna_samples(self) -> ParamSpec:
+        """The range as Optuna will sample it (SearchSpace.sample), checked now, where the space
+        is read, rather than in the first trial of a search after Ray has started: Optuna's own
+        rules, then Optuna's own distribution; a range that is not a whole number of steps,
+        which Optuna would quietly shorten, is refused too."""
+        from optuna.distributions import FloatDistribution, IntDistribution  # optuna: only for a range
+
+        low, high = self.int_range or self.float_range
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f"range [{low}, {high}]: low and high must be finite numbers")
+        if low > high:
+            raise ValueError(f"range [{low}, {high}] is empty: low is above high")
+        if self.step is not None and not math.isfinite(self.step):
+            raise ValueError(f"step {self.step} must be a finite number")
+        if self.int_range is not None and self.step is not None and not float(self.step).is_integer():
+            raise ValueError(f"step {self.step}: an int range takes a whole step")
+        if self.log and self.step is not None:
+            raise ValueError("give step or log: true, not both (Optuna samples a log range without steps)")
+        if self.log and (low <= 0 if self.float_range is not None else low < 1):
+            raise ValueError(f"log: true needs low {'> 0' if self.float_range is not None else '>= 1'} (got {low})")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # the shortened range, refused below
+                if self.int_range is not None:
+                    distribution = IntDistribution(low, high, log=self.log, step=int(self.step or 1))
+                else:
+                    distribution = FloatDistribution(low, high, log=self.log, step=self.step)
+        except ArithmeticError:  # Optuna counts the steps in decimal arithmetic, which this many overflow
+            raise ValueError(f"step {self.step} is too small for the range [{low}, {high}]: "
+                             "Optuna cannot count its steps") from None
+        if distribution.high != high:
+            raise ValueError(f"range [{low}, {high}] is not a whole number of steps of {self.step}: "
+                             f"Optuna would sample up to {distribution.high} only")
         return self
+
+    def in_range(self, value) -> bool:
+        """Whether a range can sample this value (an int range: a whole number on its steps)."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        low, high = self.int_range or self.float_range
+        if self.int_range is not None:
+            return float(value).is_integer() and low <= value <= high and (value - low) % int(self.step or 1) == 0
+        return low <= value <= high
 
     def labels(self) -> list:
         """Optuna's categorical values must be plain scalars: a list choice becomes its JSON text."""
@@ -95,6 +143,15 @@ class Prescreen(StrictModel):
     keep: float = Field(0.25, gt=0, le=1, description="fraction of the pool's distinct specs, best first, that may train")
 
 
+class Confirm(StrictModel):
+    """After the search, train its best few candidates and the reference presets again with
+    fresh seeds, and choose by their mean (cotsearch.search.confirm): one reading of a trial
+    cannot tell apart specs that differ by less than its seed noise."""
+
+    top: int = Field(3, ge=1, le=100, description="candidates confirmed: the best trained trials by their search reading")
+    seeds: int = Field(3, ge=2, le=100, description="fresh seeds each candidate and each reference is trained with")
+
+
 class SearchSettings(StrictModel):
     trials: int = Field(12, ge=1, le=100_000, description="trials to train (infeasible samples are extra)")
     sampler: Literal["tpe", "nsga2", "random"] | None = Field(None, description="null: tpe for one objective, nsga2 for several")
@@ -102,7 +159,8 @@ class SearchSettings(StrictModel):
     max_concurrent_trials: int | None = Field(None, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
-    scheduler: Literal["asha", "none"] = "asha"
+    scheduler: Literal["asha", "none"] = Field("asha", description="asha: stop trials that fall behind at its rungs "
+                                                "(validating there); none: every trial trains and validates once, at its end")
     grace_period: int = Field(1, ge=1, description="epochs before ASHA may stop a trial")
     reduction_factor: int = Field(2, ge=2)
     max_infeasible: int = Field(2000, ge=1, description="consecutive infeasible samples before the search gives up")
@@ -112,6 +170,28 @@ class SearchSettings(StrictModel):
                                    "trials training there pause at the end of their current step until it ends")
     references: list[str] = Field(default_factory=list, description="presets trained with the same recipe, for comparison")
     prescreen: Prescreen | None = Field(None, description="zero-cost pre-screening of the samples; null: off")
+    confirm: Confirm | None = Field(default_factory=Confirm, description="train the top candidates and the references "
+                                    "again with fresh seeds before choosing; null: off (the references then train with "
+                                    "2 seeds, so the run still measures its noise)")
+
+    def reference_seeds(self, recipe_seed: int) -> list[int]:
+        """The seeds the references train with: the confirmation's fresh ones (the search
+        trained with recipe_seed), or two (the recipe's and the next) to measure the noise."""
+        if self.confirm is None:
+            return [recipe_seed, recipe_seed + 1]
+        return list(range(recipe_seed + 1, recipe_seed + 1 + self.confirm.seeds))
+
+    def validation_epochs(self, epochs: int) -> list[int]:
+        """The epochs after which a trial is validated: ASHA's rungs (where it compares trials)
+        and the last; without a scheduler, the last only. Validating every epoch on a split big
+        enough to rank would cost a trial a fifth of an epoch each time (cotnet_tiny, CPU)."""
+        rungs = []
+        if self.scheduler == "asha":
+            rung = min(self.grace_period, epochs)
+            while rung < epochs:
+                rungs.append(rung)
+                rung *= self.reduction_factor
+        return rungs + [epochs]
 
     @field_validator("references")
     @classmethod
@@ -159,11 +239,17 @@ class SearchSpace(StrictModel):
             for name, wanted in (param.when or {}).items():
                 if name not in seen:
                     raise ValueError(f"params.{path}.when: {name!r} is not an earlier parameter")
-                choices = self.params[name].choice
-                unknown = [w for w in (wanted if isinstance(wanted, list) else [wanted]) if choices and w not in choices]
-                if unknown:
-                    raise ValueError(f"params.{path}.when: {unknown[0]!r} is not one of the choices of {name} "
-                                     f"{choices}, so the condition could never hold")
+                other = self.params[name]
+                given = wanted if isinstance(wanted, list) else [wanted]
+                if not given:
+                    raise ValueError(f"params.{path}.when: no value of {name} is given, so the condition could never hold")
+                for w in given:
+                    if other.choice is not None and w not in other.choice:
+                        raise ValueError(f"params.{path}.when: {w!r} is not one of the choices of {name} "
+                                         f"{other.choice}, so the condition could never hold")
+                    if other.choice is None and not other.in_range(w):
+                        raise ValueError(f"params.{path}.when: {w!r} is not in the range of {name} "
+                                         f"{other.int_range or other.float_range}, so the condition could never hold")
             values = param.choice if param.choice is not None else list(param.int_range or param.float_range)
             for value in values:
                 try:
@@ -290,8 +376,14 @@ def apply_params(base: BackboneSpec, values: dict[str, Any]) -> BackboneSpec:
     data = copy.deepcopy(base.model_dump(mode="json"))
     for path, value in values.items():
         if path == WIDTH_MULT:
-            for stage in data["stages"]:
-                stage["planes"] = max(8, int(round(stage["planes"] * value / 8)) * 8)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise SpecError(f"{WIDTH_MULT} {value!r}: expected a positive number")
+            for i, stage in enumerate(data["stages"]):
+                planes = int(round(stage["planes"] * value / 8)) * 8
+                if planes < 8:  # no channel for the stage's groups and heads; never widened quietly
+                    raise SpecError(f"{WIDTH_MULT} {value:g} rounds stages.{i}.planes {stage['planes']} to 0 (planes "
+                                    "are multiples of 8), fewer than one channel per group or head")
+                stage["planes"] = planes
         else:
             _set_path(data, path, value)
     try:

@@ -51,7 +51,7 @@ def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Calla
     started = time.time()
     torch.set_num_threads(max(1, int(space.search.cpus_per_trial)))
     config = config.get("row", config)  # references and sweep rows come as a grid over whole configs
-    reference = config.get("reference", False)  # a preset trained with the same recipe, for comparison
+    never_refused = config.get("never_refused", False)  # a reference preset or a confirmation run: measured, kept
     spec, cost, number = BackboneSpec.model_validate_json(config["spec"]), CostReport.from_dict(config["cost"]), config["number"]
     out = trial_dir(run_dir, number)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,25 +82,35 @@ def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Calla
             latency = measure_latency(model, device, space.budgets.latency_batch_size, min_run_time=0.2).median_ms
         costs.update(latency_ms=latency, latency_shared=measured.shared)
         limit = space.budgets.max_latency_ms
-        if limit is not None and latency > limit and not reference:
+        if limit is not None and latency > limit and not never_refused:
             report({"infeasible": True, "reason": f"over budget: latency {latency:.2f} ms > {limit} ms on {device}",
                     "constraints": space.constraints(cost, latency), **costs,
                     "val_top1": 0.0, "epoch": 0})
             return
         extra = {**data.metadata(), "trial": str(number), "search": space.name}
+        # A sweep reads every epoch's top-1 (the benchmark's per-epoch rankings); a search
+        # validates where its scheduler compares trials, and at the end.
+        validated = (set(range(1, config_train.epochs + 1)) if config.get("test")
+                     else set(space.search.validation_epochs(config_train.epochs)))
+        val_seconds = 0.0
 
         def on_epoch(m) -> None:
+            nonlocal val_seconds
+            val_seconds += m.val_seconds
             save_model(model, out / "model.safetensors", extra={**extra, "epoch": m.epoch, "val_top1": m.val_top1})
             final = config.get("test") and m.epoch == config_train.epochs  # a sweep records the final model's test top-1
             test = {"test_top1": evaluate(model, data.test, config_train, device)[1]} if final else {}
+            reading = {} if m.val_top1 is None else {"val_top1": m.val_top1, "val_loss": m.val_loss,
+                                                     "val_images": len(data.val)}
             # Ray may hold a trial that ASHA stopped in this report until its worker is reused
             # (reuse_actors): meanwhile it neither trains on the node nor is hung.
             with gate.aside(), watchdog.waiting_on_ray():
-                report({"val_top1": m.val_top1, "val_loss": m.val_loss, "train_loss": m.train_loss, "epoch": m.epoch,
-                        "images_per_s": m.train_images_per_s, **costs, **test})
+                report({**reading, "train_loss": m.train_loss, "epoch": m.epoch, "images_per_s": m.train_images_per_s,
+                        "val_s": val_seconds, "seed": config_train.seed, **costs, **test})
 
         with gate.training() as between_steps:
-            train(model, data, config_train, on_epoch=on_epoch, on_step=between_steps, test=False)
+            train(model, data, config_train, on_epoch=on_epoch, on_step=between_steps, test=False,
+                  validate=validated.__contains__)
     except Exception as e:  # noqa: BLE001 -- every failure is a result for the search, with its reason
         report({"failed": True, "error": f"{type(e).__name__}: {e}"[:500], "val_top1": 0.0, "epoch": 0})
     finally:

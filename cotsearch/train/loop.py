@@ -42,11 +42,12 @@ class TrainingDiverged(RuntimeError):
 class EpochMetrics:
     epoch: int
     train_loss: float
-    val_loss: float
-    val_top1: float
+    val_loss: float | None  # None: not validated after this epoch (see train's `validate`)
+    val_top1: float | None
     train_images_per_s: float
     lr: float
     seconds: float
+    val_seconds: float = 0.0  # of `seconds`, spent validating
 
 
 @dataclass
@@ -111,10 +112,12 @@ def train(
     on_step: Callable[[int, int, float], None] | None = None,
     checkpoint: str | Path | None = None,
     test: bool = True,
+    validate: Callable[[int], bool] | None = None,
 ) -> TrainResult:
     """Train `model` in place. `on_epoch(metrics)` returning True stops the run (a search's
     early stopping); `on_step(step, steps_per_epoch, loss)` drives progress bars;
-    `checkpoint` is saved after every epoch and resumed from if it exists."""
+    `checkpoint` is saved after every epoch and resumed from if it exists; `validate(epoch)`
+    says after which epochs (from 1) to validate (default: every one)."""
     if data.shape.apply(model.spec) != model.spec:
         raise DataError(f"{data.name} has {data.shape}; the model was built for "
                         f"{model.spec.in_chans}x{model.spec.input_size}x{model.spec.input_size} images, "
@@ -181,9 +184,12 @@ def train(
             if on_step is not None:
                 on_step(step + 1, steps, loss.item())
         train_seconds = time.perf_counter() - began
-        val_loss, val_top1 = evaluate(model, data.val, config, device)
+        val_loss = val_top1 = None
+        if validate is None or validate(epoch + 1):
+            val_loss, val_top1 = evaluate(model, data.val, config, device)
         metrics = EpochMetrics(epoch + 1, loss_sum / max(seen, 1), val_loss, val_top1, seen / train_seconds,
-                               optimizer.param_groups[0]["lr"], time.perf_counter() - began)
+                               optimizer.param_groups[0]["lr"], time.perf_counter() - began,
+                               time.perf_counter() - began - train_seconds)
         result.history.append(metrics)
         if checkpoint is not None:
             save_checkpoint(checkpoint, model, optimizer, {"identity": identity, "epoch": epoch + 1,

@@ -1,0 +1,197 @@
+"""Confirmation: what a search says it found, stated with its noise.
+
+After the searched trials, the best few candidates (by the one reading the search saw) and
+the space's reference presets are trained again with the same fresh seeds (`search.confirm`;
+without it, the references alone with two seeds). From those runs come: the seed noise of one
+run, pooled over every spec trained more than once; each spec's mean with a 95% interval;
+each candidate's paired difference from each reference, and whether it beats, ties or loses
+to it; and the choice: the best confirmed mean, ties within the interval going to the cheaper
+spec. The search's own reading of the winner is left out of its mean: it was chosen for being
+high (the winner's curse).
+
+The runs are recorded in confirm.json as they finish (a resumed search trains only the rest);
+references.json (each reference's mean) and noise.json are derived from them. Ray-free.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from cotsearch.arch.load import load_spec
+from cotsearch.arch.spec import BackboneSpec
+from cotsearch.cost.analytic import estimate_cost
+from cotsearch.files import atomic_write_text
+from cotsearch.search.records import NOISE_FILE, TrialRecord
+from cotsearch.search.space import SearchSpace
+from cotsearch.search.stats import Interval, Noise, Verdict, choose, mean_interval, paired_difference, verdict
+
+RUNS_FILE, REFERENCES_FILE = "confirm.json", "references.json"
+
+
+def candidates(space: SearchSpace, rows: list[TrialRecord]) -> list[TrialRecord]:
+    """The fully trained trials with the best readings, one per spec, best first."""
+    if space.search.confirm is None:
+        return []
+    done = sorted((r for r in rows if r.state == "complete" and r.val_top1 is not None),
+                  key=lambda r: (-r.val_top1, r.macs or 0, r.trial))
+    picked, seen = [], set()
+    for r in done:
+        if r.spec_hash not in seen:
+            picked.append(r)
+            seen.add(r.spec_hash)
+    return picked[: space.search.confirm.top]
+
+
+def planned_runs(space: SearchSpace, rows: list[TrialRecord]) -> list[dict]:
+    """The confirmation's trial configs (as the trainable takes them): every candidate and every
+    reference with each of the reference seeds, fitted to the data and priced here, as the
+    searched trials are."""
+    seeds = space.search.reference_seeds(space.train.seed)
+    specs = [("candidate", str(r.trial), r.spec_json) for r in candidates(space, rows)]
+    specs += [("reference", name, space.data_shape().apply(load_spec(name)).model_dump_json())
+              for name in space.search.references]
+    configs = []
+    for kind, name, spec_json in specs:
+        cost = estimate_cost(BackboneSpec.model_validate_json(spec_json)).to_dict()
+        prefix = "confirm" if kind == "candidate" else "ref"
+        configs += [{"number": f"{prefix}-{name}-s{seed}", "kind": kind, "name": name, "seed": seed,
+                     "spec": spec_json, "cost": cost, "never_refused": True} for seed in seeds]
+    return configs
+
+
+def read_runs(run_dir: Path) -> list[dict]:
+    path = run_dir / RUNS_FILE
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def run_record(config: dict, metrics: dict) -> dict:
+    """What confirm.json keeps of one finished run."""
+    return {"number": config["number"], "kind": config["kind"], "name": config["name"], "seed": config["seed"],
+            **{k: metrics.get(k) for k in ("val_top1", "val_images", "macs", "params", "latency_ms", "latency_shared",
+                                          "epoch", "error")}}
+
+
+def write_runs(run_dir: Path, runs: list[dict]) -> None:
+    atomic_write_text(run_dir / RUNS_FILE, json.dumps(runs, indent=2))
+    atomic_write_text(run_dir / REFERENCES_FILE, json.dumps(reference_means(runs), indent=2))
+
+
+def reference_means(runs: list[dict]) -> list[dict]:
+    """references.json: each reference's mean over its finished runs (the report's and the
+    Pareto plot's), with how many runs it is over."""
+    out = []
+    for name in dict.fromkeys(r["name"] for r in runs if r["kind"] == "reference"):
+        mine = [r for r in runs if r["kind"] == "reference" and r["name"] == name]
+        ok = [r for r in mine if r.get("val_top1") is not None and not r.get("error")]
+        first = (ok or mine)[0]
+        out.append({"name": name, "val_top1": sum(r["val_top1"] for r in ok) / len(ok) if ok else None,
+                    "runs": len(ok), "seeds": [r["seed"] for r in ok],
+                    **{k: first.get(k) for k in ("macs", "params", "latency_ms", "latency_shared", "epoch")},
+                    "error": None if ok else first.get("error")})
+    return out
+
+
+@dataclass
+class Spec:
+    """One confirmed spec: a candidate (`name` its trial number) or a reference preset."""
+
+    kind: str
+    name: str
+    macs: float
+    runs: dict[int, float]  # seed -> validation top-1
+    mean: Interval
+    search_reading: float | None = None  # candidates: the reading that made them one
+
+    @property
+    def label(self) -> str:
+        return f"trial {self.name}" if self.kind == "candidate" else self.name
+
+
+@dataclass
+class Comparison:
+    candidate: str
+    reference: str
+    difference: Interval
+    verdict: Verdict
+
+
+@dataclass
+class Confirmation:
+    noise: Noise
+    specs: list[Spec]
+    comparisons: list[Comparison]
+    chosen: Spec | None
+    trials_spread: float  # standard deviation of the search's fully trained readings
+    trials: int
+
+    def sentence(self) -> str:
+        """What a user can and cannot conclude from this run, in one plain sentence."""
+        if not self.noise.known:
+            return ("the seed noise was not measured (no spec was trained twice): no ranking of this run can be "
+                    "told apart from noise")
+        resolution = self.noise.t() * self.noise.sd * math.sqrt(2)
+        spread = (f"the {self.trials} trained trials' readings differ by {100 * self.trials_spread:.2f} points (sd)"
+                  if self.trials >= 2 else "too few trials were trained to measure their spread")
+        return (f"{spread}; one run's seed noise is {100 * self.noise.sd:.2f} points (sd, {self.noise.dof} degrees of "
+                f"freedom from {self.noise.specs} specs trained with several seeds): single readings within "
+                f"{100 * resolution:.2f} points of each other are not reliably ordered")
+
+    def to_dict(self) -> dict:
+        return {"seed_sd": self.noise.sd if self.noise.known else None, "dof": self.noise.dof,
+                "specs_with_several_seeds": self.noise.specs, "trials_spread_sd": self.trials_spread,
+                "trials": self.trials, "sentence": self.sentence(),
+                "specs": [{"kind": s.kind, "name": s.name, "macs": s.macs, "runs": s.runs, "mean": s.mean.mean,
+                           "ci95": [s.mean.low, s.mean.high], "search_reading": s.search_reading} for s in self.specs],
+                "comparisons": [{"candidate": c.candidate, "reference": c.reference, "difference": c.difference.mean,
+                                 "ci95": [c.difference.low, c.difference.high], "verdict": c.verdict}
+                                for c in self.comparisons],
+                "chosen": self.chosen and {"kind": self.chosen.kind, "name": self.chosen.name}}
+
+
+def summarize(rows: list[TrialRecord], runs: list[dict]) -> Confirmation:
+    """The noise, every confirmed spec's interval, the comparisons and the choice."""
+    readings = [r.val_top1 for r in rows if r.state == "complete" and r.val_top1 is not None]
+    spread = _sd(readings)
+    ok = [r for r in runs if r.get("val_top1") is not None and not r.get("error")]
+    groups: dict[tuple[str, str], dict[int, float]] = {}
+    for r in ok:
+        groups.setdefault((r["kind"], r["name"]), {})[r["seed"]] = r["val_top1"]
+    noise = Noise.pooled([list(g.values()) for g in groups.values()])
+    by_trial = {str(r.trial): r for r in rows}
+    macs = {(r["kind"], r["name"]): r.get("macs") or 0 for r in ok}
+    specs = [Spec(kind, name, macs[(kind, name)], seeds, mean_interval(list(seeds.values()), noise),
+                  by_trial[name].val_top1 if kind == "candidate" and name in by_trial else None)
+             for (kind, name), seeds in groups.items()]
+    comparisons = []
+    for c in (s for s in specs if s.kind == "candidate"):
+        for ref in (s for s in specs if s.kind == "reference"):
+            diff = paired_difference(c.runs, ref.runs, noise)
+            if diff is not None and noise.known:
+                comparisons.append(Comparison(c.name, ref.name, diff, verdict(diff)))
+    confirmed = {s.name: s for s in specs if s.kind == "candidate"}
+    chosen = None
+    if confirmed:
+        key = choose({k: s.mean for k, s in confirmed.items()}, {k: s.macs for k, s in confirmed.items()}, noise,
+                     {k: len(s.runs) for k, s in confirmed.items()})
+        chosen = confirmed[key]
+    return Confirmation(noise, specs, comparisons, chosen, spread, len(readings))
+
+
+def write_noise(run_dir: Path, confirmation: Confirmation) -> None:
+    atomic_write_text(run_dir / NOISE_FILE, json.dumps(confirmation.to_dict(), indent=2))
+
+
+def read_confirmation(run_dir: Path) -> dict | None:
+    path = run_dir / NOISE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _sd(values: list[float]) -> float:
+    if len(values) < 2:
+        return float("nan")
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+

@@ -1,0 +1,120 @@
+"""SIGTERM and SIGHUP stop `tune`, `sweep` and `train` as Ctrl-C does: the running trials
+recorded as interrupted, the run directory released, how to resume printed, the shell's exit
+code for the signal (143, 129), no stack dump; a second signal ends the process at once; and
+the run resumes without losing or repeating anything."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cotsearch.signals import SIGNALS, StopSignals, Stopped
+
+from helpers import rows, search_here, write_space
+from test_search import check_resumed_run, start_search, wait_for_trials
+from test_train import cli_train
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: s.name)
+def test_each_stop_signal_stops_a_block_as_ctrl_c_does(signum):
+    before = {s: signal.getsignal(s) for s in SIGNALS}
+    stop = StopSignals()
+    with pytest.raises(KeyboardInterrupt) as raised:
+        with stop.handling():
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the handler raises here
+    assert isinstance(raised.value, Stopped) and raised.value.signum == signum
+    assert stop.pressed.is_set() and stop.exit_code == 128 + signum
+    assert {s: signal.getsignal(s) for s in SIGNALS} == before  # the handlers that were there are back
+
+
+def test_a_block_inside_another_takes_sigterm_back_and_a_second_signal_ends_at_once():
+    """As in a search: the command's block, then ray.init's own SIGTERM handler, then the block
+    around the Tune run. After that block the command's handling is back, not Ray's, and a
+    signal during the clean-up ends the process at once, with that signal's exit code."""
+    code = """
+import os, signal, sys, time
+from cotsearch.signals import StopSignals
+command = StopSignals()
+with command.handling():
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit("Ray's handler"))  # as ray.init does
+    try:
+        with StopSignals().handling():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    except KeyboardInterrupt:
+        print("stopped", command.exit_code, flush=True)
+    os.kill(os.getpid(), signal.SIGHUP)  # a second signal, during the clean-up
+    time.sleep(5)
+    print("the clean-up went on")
+"""
+    started = time.time()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout == "stopped 143\n", result.stderr
+    assert result.returncode == 129 and "a second stop signal (SIGHUP): stopped at once" in result.stderr
+    assert time.time() - started < 5
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_search_that_then_resumes_without_losing_or_repeating(tmp_path, fake_fmnist, ray_address):
+    run_dir = tmp_path / "run"
+    space = write_space(tmp_path, fake_fmnist, trials=3)  # one epoch each: the cheapest search of the tests
+    proc = start_search(space, "--out", run_dir, "--no-references", "--address", ray_address)
+    finished = wait_for_trials(proc, run_dir, finished=1, running=1)
+    proc.send_signal(signal.SIGTERM)  # as `kill`, Slurm or Kubernetes sends it, to the driver
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert f"resume with: cotsearch tune {space} --resume {run_dir}" in err
+    assert "SIGTERM received" not in err and "Traceback" not in err  # Ray's C++ stack dump, Python's
+    states = {r["state"] for r in rows(run_dir)}
+    assert "interrupted" in states and "running" not in states
+
+    _, printed = search_here(space, run_dir, ray_address, resume=True)
+    assert "interrupted (run again first)" in printed
+    check_resumed_run(run_dir, 3, finished)
+
+
+@pytest.mark.slow
+def test_sighup_stops_a_sweep_as_ctrl_c_does(tmp_path, fake_fmnist, ray_address):
+    """A closed terminal sends SIGHUP: a sweep stops with its resume line (its resumption is
+    test_sweep's)."""
+    out = tmp_path / "sweep"
+    space = write_space(tmp_path, fake_fmnist, trials=1)
+    proc = subprocess.Popen([sys.executable, "-m", "cotsearch.cli", "sweep", space, "--archs", "2", "--no-proxies",
+                             "--out", out, "--address", ray_address], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not list(out.glob("ray-sweep-1/*/")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)  # a row's trial has started
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 129, err[-3000:]
+    assert err.strip().splitlines()[-1] == (f"error: interrupted: the finished rows are kept in {out}; resume with the "
+                                            f"same command and --resume {out} instead of --out")
+
+
+@pytest.mark.slow
+def test_sigterm_stops_training_that_then_resumes_to_the_uninterrupted_result(fake_fmnist, tmp_path):
+    ckpt = tmp_path / "run.safetensors"
+    proc = subprocess.Popen(cli_train(fake_fmnist, "--checkpoint", ckpt), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1] == (f"error: interrupted; {ckpt} holds the last finished epoch: "
+                                            "the same command resumes from it")
+
+    resumed = subprocess.run(cli_train(fake_fmnist, "--checkpoint", ckpt), capture_output=True, text=True)
+    assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-3000:]
+    plain = subprocess.run(cli_train(fake_fmnist), capture_output=True, text=True)
+    a, b = json.loads(resumed.stdout.splitlines()[-1]), json.loads(plain.stdout.splitlines()[-1])
+    assert a["resumed_from_epoch"] >= 1
+    assert [e["val_top1"] for e in a["history"]] == [e["val_top1"] for e in b["history"]]
+    assert a["test_top1"] == b["test_top1"]
