@@ -2,14 +2,18 @@
 
 The layers of the package, each importing only those above it in this list:
 
-    errors, files   user-facing errors; atomic writes and safetensors headers
+    errors, files   user-facing errors; atomic writes
     arch            specs, YAML, presets and the torch-free plan of a network with its cost formulas
     nn              the PyTorch modules built from a plan; timm registration
     cost            analytic cost (torch-free), measured FLOPs, latency, memory checks
     data, train     data sets; the training recipe and loop, checkpoints
     export          model files, official checkpoints, BN folding, ONNX
-    search          spaces, the Optuna searcher on Ray Tune, trials, records
-    cli             the command line
+    process         a trial process's plumbing: stop signals, the node gate, the watchdog
+    search          driving a search: spaces, samplers, the searcher on Ray Tune, trials, records,
+                    confirmation and its statistics
+    report, bench   reading a run (the HTML report and its plots); benchmarking a space (sweeps,
+                    their analysis, simulated searches)
+    cli             the command line, a module per group of commands
 
 The public API below is imported lazily: `import cotsearch` loads no torch, timm or Ray,
 so validating and pricing specs starts in a fraction of a second. The presets are timm models

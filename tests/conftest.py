@@ -1,6 +1,10 @@
+import json
+import subprocess
+
 import pytest
 import torch
-from helpers import fake_images, tune, write_idx, write_space
+
+from helpers import cli_train, fake_images, tune, write_idx, write_space
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +42,12 @@ def small_search(tmp_path_factory, fake_fmnist, ray_address):
                   "--trial-timeout", "600", "--device", "cpu", "--address", ray_address)
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp / "run", result
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_training(fake_fmnist):
+    """The summary (--json) of `cli_train` run once without a stop: what every stopped and
+    resumed training must end with."""
+    result = subprocess.run(cli_train(fake_fmnist), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])

@@ -148,6 +148,13 @@ def write_space(tmp_path, data_dir, trials=3, train=None, search=None, base=None
     return path
 
 
+def cli_train(folder, *extra):
+    """`cotsearch train` of cotnet_tiny for 3 short epochs on a fake IDX folder, as a command line."""
+    return [sys.executable, "-m", "cotsearch.cli", "train", "cotnet_tiny", "--data", f"fashion-mnist:{folder}",
+            "--epochs", "3", "--batch-size", "50", "--train-limit", "150", "--val-size", "100", "--device", "cpu",
+            "--json", *extra]
+
+
 def tune(*args, env=None, timeout=600):
     return cli("tune", *args, env=env, timeout=timeout)
 

@@ -5,14 +5,14 @@ are known in advance."""
 
 import numpy as np
 import pytest
-from test_sweep import write_synthetic_sweeps
 
+from cotsearch.bench import analysis
 from cotsearch.errors import CotsearchError
-from cotsearch.search import analysis
 from cotsearch.search.space import Confirm
 from cotsearch.search.stats import Noise
 
 from helpers import cli
+from test_sweep import write_synthetic_sweeps
 
 
 def bench_of(search: dict[str, list[dict]], truth: dict[str, float], epochs: int = 1) -> analysis.Bench:

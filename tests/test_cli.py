@@ -228,7 +228,7 @@ def just_started_run(tmp_path, data_dir):
 
 @pytest.mark.slow
 def test_a_report_writes_nothing_beside_a_page_it_cannot_write(tmp_path, fake_fmnist):
-    from cotsearch.search.report import write_report
+    from cotsearch.report.report import write_report
 
     run_dir = just_started_run(tmp_path, fake_fmnist)
     shared = tmp_path / "shared"

@@ -16,8 +16,8 @@ from cotsearch.cost.analytic import estimate_cost
 from cotsearch.cost.memory import OutOfMemory, check_fits
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_bytes
+from cotsearch.process.watchdog import FAILURE_NOTE
 from cotsearch.search import rundir
-from cotsearch.search.records import FAILURE_NOTE
 from cotsearch.search.rundir import prepare_run_dir
 from cotsearch.search.space import load_space
 
@@ -58,7 +58,7 @@ def test_hung_trial_fails_at_its_timeout(tmp_path, fake_fmnist, ray_address):
 WATCHED = """
 import sys, time
 from pathlib import Path
-from cotsearch.search.watchdog import Watchdog
+from cotsearch.process.watchdog import Watchdog
 dog = Watchdog(0.2, Path(sys.argv[1]))
 try:
     with dog.waiting_on_ray():  # a report that Ray holds past the trial's limit

@@ -5,12 +5,13 @@ import subprocess
 import sys
 
 import pytest
+
 from helpers import REPO, SPACES
 
 PACKAGE = REPO / "cotsearch"
 # Each folder (or top-level module) may import only from layers of a lower or equal rank.
-RANKS = {"errors": 0, "files": 0, "signals": 0, "arch": 1, "nn": 2, "data": 2, "cost": 3, "train": 4, "export": 5, "search": 6,
-         "cli": 7}
+RANKS = {"errors": 0, "files": 0, "arch": 1, "nn": 2, "data": 2, "cost": 3, "train": 4, "export": 5, "process": 6,
+         "search": 7, "report": 8, "bench": 8, "cli": 9}
 HEAVY = ("torch", "timm", "ray", "torchvision")
 
 
@@ -61,7 +62,7 @@ def cli_code(*args, exit_code: int = 0) -> str:
             f"except SystemExit as e:\n    assert (e.code or 0) == {exit_code}, e.code")
 
 
-@pytest.mark.parametrize("args", [["--help"], ["presets"], ["schema"], ["profile", "cotnet50", "--analytic"],
+@pytest.mark.parametrize("args", [["--help"], ["presets"], ["schema"], ["analyze", "--help"], ["profile", "cotnet50", "--analytic"],
                                   ["profile", "se_cotnetd_152", "--analytic", "--json", "--input-size", "320"]])
 def test_commands_that_build_no_model_import_no_torch(args):
     assert modules_loaded_by(cli_code(*args)) == set()
@@ -99,10 +100,32 @@ def test_the_api_loads_the_heavy_layers_on_demand():
 
 def test_the_search_and_sweep_drivers_leave_torch_to_the_workers():
     """The drivers never train: they start without torch and timm (a trial imports them in its worker)."""
-    assert modules_loaded_by("import cotsearch.search.runner, cotsearch.search.sweep_runner") == {"ray"}
+    assert modules_loaded_by("import cotsearch.search.runner, cotsearch.bench.sweep_runner") == {"ray"}
 
 
 def test_the_trial_and_the_sweep_rows_need_no_ray():
     """What lets a sweep's rows train where Ray is not installed (experiments/cot_placement_bench)."""
-    loaded = modules_loaded_by("import cotsearch.search.trial, cotsearch.search.sweep")
+    loaded = modules_loaded_by("import cotsearch.search.trial, cotsearch.bench.sweep")
     assert "ray" not in loaded and "torch" in loaded
+
+
+def test_analysing_a_committed_benchmark_loads_no_ray():
+    """The simulator builds the search's own Optuna samplers (cotsearch.search.sampler) without Ray."""
+    bench = REPO / "experiments" / "cot_placement_bench"
+    code = f"""
+from pathlib import Path
+from cotsearch.bench.analysis import Bench, read_space, simulate
+bench = Bench.load(Path({str(bench / "search")!r}), Path({str(bench / "reference")!r}))
+chosen = simulate(bench, read_space(Path({str(bench / "search")!r})), "tpe", 12, 2)
+assert chosen.shape == (2, 12)
+"""
+    assert not modules_loaded_by(code) & {"ray", "torch"}
+
+
+def test_no_folder_holds_more_than_a_quarter_of_the_package():
+    lines = {}
+    for path in PACKAGE.rglob("*.py"):
+        folder = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        lines[folder] = lines.get(folder, 0) + len(path.read_text().splitlines())
+    total = sum(lines.values())
+    assert max(lines.values()) / total < 0.27, {k: f"{v / total:.0%}" for k, v in sorted(lines.items())}

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from cotsearch.search.node_gate import NodeGate
+from cotsearch.process.node_gate import NodeGate
 
 TRAINER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from cotsearch.search.node_gate import NodeGate
+    from cotsearch.process.node_gate import NodeGate
     gate_dir, log, steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
     with NodeGate(gate_dir) as gate, gate.training() as between_steps, open(log, "a") as out:
         print("training", flush=True)

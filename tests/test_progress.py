@@ -53,7 +53,7 @@ def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_search():
     import signal
     import time
 
-    from cotsearch.search.ctrl_c import CtrlC
+    from cotsearch.process.ctrl_c import CtrlC
 
     ctrl_c = CtrlC()
     before = signal.getsignal(signal.SIGINT)
@@ -75,7 +75,7 @@ def test_ray_tune_stops_at_its_next_step_once_ctrl_c_was_pressed(ray_address, tm
     import ray
     from ray import tune
 
-    from cotsearch.search.ctrl_c import CtrlC
+    from cotsearch.process.ctrl_c import CtrlC
 
     def forever(config):
         while True:

@@ -19,9 +19,9 @@ import pytest
 from matplotlib.colors import to_rgba
 from PIL import Image
 
-from cotsearch.search.plot import STOPPED_COLOR, plot_learning_curves, plot_pareto
+from cotsearch.report.plot import STOPPED_COLOR, plot_learning_curves, plot_pareto
+from cotsearch.report.report import learning_curves, write_report
 from cotsearch.search.records import STUDY_NAME, best_record, open_study, records, study_storage
-from cotsearch.search.report import learning_curves, write_report
 from cotsearch.search.space import load_space, price
 
 from helpers import MAX_MACS, REPO, cli, write_space

@@ -12,11 +12,10 @@ import time
 
 import pytest
 
-from cotsearch.signals import SIGNALS, StopSignals, Stopped
+from cotsearch.process.signals import SIGNALS, Stopped, StopSignals
 
-from helpers import rows, search_here, write_space
+from helpers import cli_train, rows, search_here, write_space
 from test_search import check_resumed_run, start_search, wait_for_trials
-from test_train import cli_train
 
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: s.name)
@@ -38,7 +37,7 @@ def test_a_block_inside_another_takes_sigterm_back_and_a_second_signal_ends_at_o
     signal during the clean-up ends the process at once, with that signal's exit code."""
     code = """
 import os, signal, sys, time
-from cotsearch.signals import StopSignals
+from cotsearch.process.signals import StopSignals
 command = StopSignals()
 with command.handling():
     signal.signal(signal.SIGTERM, lambda *a: sys.exit("Ray's handler"))  # as ray.init does
@@ -98,7 +97,8 @@ def test_sighup_stops_a_sweep_as_ctrl_c_does(tmp_path, fake_fmnist, ray_address)
 
 
 @pytest.mark.slow
-def test_sigterm_stops_training_that_then_resumes_to_the_uninterrupted_result(fake_fmnist, tmp_path):
+def test_sigterm_stops_training_that_then_resumes_to_the_uninterrupted_result(fake_fmnist, tmp_path,
+                                                                            uninterrupted_training):
     ckpt = tmp_path / "run.safetensors"
     proc = subprocess.Popen(cli_train(fake_fmnist, "--checkpoint", ckpt), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -113,8 +113,7 @@ def test_sigterm_stops_training_that_then_resumes_to_the_uninterrupted_result(fa
 
     resumed = subprocess.run(cli_train(fake_fmnist, "--checkpoint", ckpt), capture_output=True, text=True)
     assert resumed.returncode == 0 and "resumed from" in resumed.stderr, resumed.stderr[-3000:]
-    plain = subprocess.run(cli_train(fake_fmnist), capture_output=True, text=True)
-    a, b = json.loads(resumed.stdout.splitlines()[-1]), json.loads(plain.stdout.splitlines()[-1])
+    a, b = json.loads(resumed.stdout.splitlines()[-1]), uninterrupted_training
     assert a["resumed_from_epoch"] >= 1
     assert [e["val_top1"] for e in a["history"]] == [e["val_top1"] for e in b["history"]]
     assert a["test_top1"] == b["test_top1"]

@@ -19,11 +19,12 @@ import yaml
 from torch import nn
 
 import cotsearch
-from cotsearch.search import analysis, proxies
+from cotsearch.bench import analysis
+from cotsearch.bench.sweep import enumerate_specs, make_row, read_rows, row_configs, write_table
+from cotsearch.search import proxies
 from cotsearch.search.prescreen import cutoff, random_candidates
 from cotsearch.search.searcher import StudySearcher
 from cotsearch.search.space import PROXY_NAMES, SearchSpace, load_space
-from cotsearch.search.sweep import enumerate_specs, make_row, read_rows, row_configs, write_table
 from cotsearch.search.trial import train_trial
 
 from helpers import SPACES, cli
@@ -264,8 +265,8 @@ def test_a_failed_row_is_recorded_with_its_reason_and_not_counted_as_finished(tm
 
     from rich.console import Console
 
-    from cotsearch.search.sweep import FINISHED
-    from cotsearch.search.sweep_runner import RowWriter
+    from cotsearch.bench.sweep import FINISHED
+    from cotsearch.bench.sweep_runner import RowWriter
 
     config = {"number": "abc-s1", "cost": {"params": 10, "macs": 20},
               "sweep": {"spec_hash": "abc", "seed": 1, "choices": {"stages.3.blocks": "cot"}}}

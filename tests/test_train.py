@@ -16,7 +16,7 @@ from cotsearch.errors import CheckpointError, DataError
 from cotsearch.train.config import TrainConfig
 from cotsearch.train.loop import TrainingDiverged, train
 
-from helpers import model_for
+from helpers import cli_train, model_for
 
 
 def run_once(folder, **overrides):
@@ -80,14 +80,8 @@ def test_sgd_and_checkpoint_round_trip_in_process(fake_fmnist, tmp_path):
     assert resumed.test_top1 == full.test_top1
 
 
-def cli_train(folder, *extra):
-    return [sys.executable, "-m", "cotsearch.cli", "train", "cotnet_tiny", "--data", f"fashion-mnist:{folder}",
-            "--epochs", "3", "--batch-size", "50", "--train-limit", "150", "--val-size", "100", "--device", "cpu",
-            "--json", *extra]
-
-
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_result(fake_fmnist, tmp_path):
+def test_killed_run_resumes_to_the_same_result(fake_fmnist, tmp_path, uninterrupted_training):
     """SIGKILL the command after its first epoch's checkpoint, run it again, and compare
     with a run that was never interrupted."""
     ckpt = tmp_path / "run.safetensors"
@@ -101,8 +95,7 @@ def test_killed_run_resumes_to_the_same_result(fake_fmnist, tmp_path):
     resumed = subprocess.run(cli_train(fake_fmnist, "--checkpoint", str(ckpt)), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stderr
-    plain = subprocess.run(cli_train(fake_fmnist), capture_output=True, text=True)
-    a, b = json.loads(resumed.stdout.splitlines()[-1]), json.loads(plain.stdout.splitlines()[-1])
+    a, b = json.loads(resumed.stdout.splitlines()[-1]), uninterrupted_training
     assert a["resumed_from_epoch"] >= 1
     assert [e["val_top1"] for e in a["history"]] == [e["val_top1"] for e in b["history"]]
     assert a["test_top1"] == b["test_top1"]

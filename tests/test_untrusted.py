@@ -67,8 +67,8 @@ def test_refusals_of_hostile_files_cost_no_more_than_their_headers(hostile_model
     huge tensor), and train on a gzip bomb (a header of 2,000 images, a stream of a GiB). Each
     command's baseline: the same command refusing a file it reads nothing of (a safetensors
     file without a cotsearch spec; a data folder without the file), run just before."""
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     foreign = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(2)}, foreign)

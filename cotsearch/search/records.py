@@ -13,13 +13,13 @@ import optuna
 
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_bytes, atomic_write_text
+from cotsearch.process.watchdog import FAILURE_NOTE
 from cotsearch.search.stats import binomial_se
 
 STUDY_NAME = "cotsearch"
 TRAINED_STATES = ("complete", "stopped")  # "stopped": ended early by ASHA
 INTERRUPTED = "the search was stopped while it ran"
-FAILURE_NOTE = "failure.txt"
-NOISE_FILE = "noise.json"  # the run's noise, confirmation and choice (cotsearch.search.confirm)  # a trial's reason for failing, left where its worker could not report it
+NOISE_FILE = "noise.json"  # the run's noise, confirmation and choice (cotsearch.search.confirm)
 
 COLUMNS = ["trial", "state", "val_top1", "val_top1_se", "val_images", "epochs", "macs", "macs_conv", "params", "latency_ms", "latency_shared", "spec_hash",
            "duration_s", "val_s", "node", "gpu_ids", "reason"]

@@ -26,13 +26,19 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from rich.console import Console
 from rich.table import Table
 
-from cotsearch.arch.load import load_spec
-from cotsearch.cost.analytic import estimate_cost
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_text
-from cotsearch.search.confirm import Confirmation, planned_runs, read_runs, reference_means, run_record, summarize, \
-    write_noise, write_runs
-from cotsearch.search.ctrl_c import CtrlC
+from cotsearch.process.ctrl_c import CtrlC
+from cotsearch.search.confirm import (
+    Confirmation,
+    planned_runs,
+    read_runs,
+    reference_means,
+    run_record,
+    summarize,
+    write_noise,
+    write_runs,
+)
 from cotsearch.search.progress import SearchProgress
 from cotsearch.search.records import TrialRecord, best_record, copy_best, records, worker_failure, write_trials_csv
 from cotsearch.search.rundir import prepare_run_dir
@@ -131,7 +137,7 @@ def _tuner(space: SearchSpace, run_dir: Path, trainable, name: str, callbacks: l
 
 
 class SearchInterrupted(CotsearchError):
-    """Ctrl-C, SIGTERM or SIGHUP (cotsearch.signals): the search stopped, its running trials
+    """Ctrl-C, SIGTERM or SIGHUP (cotsearch.process.signals): the search stopped, its running trials
     recorded as interrupted."""
 
 
@@ -281,10 +287,8 @@ def _workers_started_together(trials: int | None):
 
 
 def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, runs: list[dict], console: Console) -> SearchOutcome:
-    """Write trials.csv, noise.json, best/ and the report; test the chosen model; print the top
-    trials, the confirmation and its verdicts."""
-    from cotsearch.search.report import write_report
-
+    """Write trials.csv, noise.json and best/; test the chosen model; print the top trials, the
+    confirmation and its verdicts. (The report, a layer above, is the command's to write.)"""
     rows = write_trials_csv(study, run_dir / "trials.csv")
     confirmation = summarize(rows, runs)
     write_noise(run_dir, confirmation)
@@ -295,14 +299,13 @@ def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, runs: list[di
     if best is not None and (copy_best(run_dir, best) / "model.safetensors").exists():
         with console.status(f"testing the chosen model (trial {best.trial}) on the test set"):
             test_top1 = _test_best(space, run_dir / "best", confirmation)
-    report = write_report(run_dir)
     out = Console()
     out = out if out.is_terminal else Console(width=240)  # in a file, one line per trial
     out.print(_top_trials_table(space, rows, reference_means(runs)))
     if confirmation.specs:
         out.print(_confirmation_table(confirmation))
     counts = {s: sum(r.state == s for r in rows) for s in ("complete", "stopped", "failed", "infeasible", "interrupted")}
-    console.print(f"trials: {counts}; records in {run_dir / 'trials.csv'}, report {report}", soft_wrap=True)
+    console.print(f"trials: {counts}; records in {run_dir / 'trials.csv'}", soft_wrap=True)
     console.print(f"noise: {confirmation.sentence()}", soft_wrap=True)
     if best is None:
         console.print("no trial finished training: no best model", soft_wrap=True)

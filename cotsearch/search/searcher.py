@@ -26,6 +26,7 @@ from cotsearch.cost.analytic import CostReport
 from cotsearch.errors import CotsearchError
 from cotsearch.search.prescreen import Candidate, Screen
 from cotsearch.search.records import STUDY_NAME, TRAINED_STATES, open_study, study_storage, worker_failure
+from cotsearch.search.sampler import make_sampler
 from cotsearch.search.space import SearchSpace, price
 
 MAX_REPEATS = 50  # samples of specs this run already trained, in one suggest, after which the search ends
@@ -33,19 +34,6 @@ MAX_REPEATS = 50  # samples of specs this run already trained, in one suggest, a
 # What a trial's worker reports and the study keeps of it.
 RESULT_ATTRS = ("val_top1", "val_images", "epoch", "latency_ms", "latency_shared", "node", "gpu_ids", "error", "duration_s",
                 "val_s", "train_loss", "trial_started_at")
-
-
-def make_sampler(space: SearchSpace, offset: int = 0) -> optuna.samplers.BaseSampler:
-    """Seeded; TPE and NSGA-II read the budgets from each trial's constraints. `offset` (the
-    trials already in a resumed study) moves the seed on, so a resumed search draws new
-    samples instead of replaying the first ones."""
-    name = space.search.sampler or ("tpe" if len(space.objectives) == 1 else "nsga2")
-    seed = space.search.seed + offset
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, space.search.trials))
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, space.search.trials // 2)))
-    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def worst_values(space: SearchSpace, macs: float | None, params: float | None,

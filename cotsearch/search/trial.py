@@ -23,25 +23,34 @@ from cotsearch.cost.memory import check_fits
 from cotsearch.data.load import load_data
 from cotsearch.export.model_file import save_model
 from cotsearch.files import atomic_write_text
-from cotsearch.search.node_gate import NodeGate
+from cotsearch.process.node_gate import NodeGate
+from cotsearch.process.watchdog import Watchdog
 from cotsearch.search.records import trial_dir
 from cotsearch.search.space import SearchSpace
-from cotsearch.search.watchdog import Watchdog
 from cotsearch.train.loop import evaluate, init_model, train
 
-_DATA_CACHE: dict = {}  # per worker process, reused by its later trials
-_CACHED_RECIPES = 2  # experiments/cot_placement_bench trains rows of two recipes in one worker
+
+class WorkerData:
+    """The data sets a trial worker keeps between its trials (Ray reuses workers): a later trial
+    of the same recipe starts with its data in memory. At most `recipes` at once, the oldest
+    dropped first (experiments/cot_placement_bench trains rows of two recipes in one worker)."""
+
+    def __init__(self, recipes: int = 2):
+        self.recipes, self.loaded = recipes, {}
+
+    def get(self, space: SearchSpace):
+        recipe = space.train
+        key = (recipe.data, recipe.train_limit, recipe.val_size, recipe.input_size)
+        if key not in self.loaded:
+            while len(self.loaded) >= self.recipes:
+                self.loaded.pop(next(iter(self.loaded)))  # the oldest
+            self.loaded[key] = load_data(recipe.data, train_limit=recipe.train_limit, val_size=recipe.val_size,
+                                         input_size=recipe.input_size,
+                                         workers=max(0, int(space.search.cpus_per_trial) - 1))
+        return self.loaded[key]
 
 
-def _data(space: SearchSpace):
-    recipe = space.train
-    key = (recipe.data, recipe.train_limit, recipe.val_size, recipe.input_size)
-    if key not in _DATA_CACHE:
-        while len(_DATA_CACHE) >= _CACHED_RECIPES:
-            _DATA_CACHE.pop(next(iter(_DATA_CACHE)))  # the oldest
-        _DATA_CACHE[key] = load_data(recipe.data, train_limit=recipe.train_limit, val_size=recipe.val_size,
-                                     input_size=recipe.input_size, workers=max(0, int(space.search.cpus_per_trial) - 1))
-    return _DATA_CACHE[key]
+WORKER_DATA = WorkerData()  # this worker process's: every trial it runs goes through it
 
 
 def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Callable[[dict], None], node: str) -> None:
@@ -66,7 +75,7 @@ def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Calla
     gate = None
     try:
         gate = NodeGate()
-        data = _data(space)
+        data = WORKER_DATA.get(space)
         config_train = space.train.train_config()
         if "seed" in config:  # a sweep trains each spec with several seeds
             config_train = config_train.model_copy(update={"seed": config["seed"]})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cotsearch.search.analysis import kendall_tau, read_table
+from cotsearch.bench.analysis import kendall_tau, read_table
 
 
 def calibrate(folder: Path, boot: int = 2000) -> dict:

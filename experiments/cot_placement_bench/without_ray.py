@@ -48,8 +48,8 @@ def prepare(root: Path) -> None:
     search recipe's 81). The plan lists every row; `run` skips those already finished."""
     from rich.console import Console
 
+    from cotsearch.bench.sweep import enumerate_specs, row_configs, sample_specs, score_proxies
     from cotsearch.search.rundir import prepare_run_dir
-    from cotsearch.search.sweep import enumerate_specs, row_configs, sample_specs, score_proxies
 
     plan: dict[str, list[dict]] = {}
     for name in RECIPES:
@@ -79,8 +79,8 @@ def _train_row(task: dict) -> tuple[dict, dict] | None:
     """One row in a worker process; None when the deadline has passed before it starts."""
     if time.time() > task["deadline"]:
         return None
+    from cotsearch.bench.sweep import make_row
     from cotsearch.search.space import SearchSpace
-    from cotsearch.search.sweep import make_row
     from cotsearch.search.trial import train_trial
 
     space = SearchSpace.model_validate_json(task["space"])
@@ -129,7 +129,7 @@ def check_triton() -> bool:
 def run(root: Path, rows_file: Path, workers: int, deadline_s: float, data: str | None) -> None:
     """Train the plan's rows not yet finished, `workers` at a time; start none after
     `deadline_s`, and append each finished row to `rows_file` as it ends."""
-    from cotsearch.search.sweep import FINISHED, make_row, read_rows
+    from cotsearch.bench.sweep import FINISHED, make_row, read_rows
 
     started = time.time()
     import torch
@@ -182,7 +182,7 @@ def run(root: Path, rows_file: Path, workers: int, deadline_s: float, data: str 
 
 
 def collect(root: Path, rows_file: Path) -> None:
-    from cotsearch.search.sweep import write_row
+    from cotsearch.bench.sweep import write_row
 
     lines = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
     for r in lines:

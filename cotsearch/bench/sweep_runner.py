@@ -1,4 +1,4 @@
-"""Runs a sweep's rows (cotsearch.search.sweep) as Ray Tune trials, exactly as `tune` runs a
+"""Runs a sweep's rows (cotsearch.bench.sweep) as Ray Tune trials, exactly as `tune` runs a
 search's: the same trial code, resources, cluster support and failure handling."""
 
 from __future__ import annotations
@@ -9,12 +9,7 @@ from pathlib import Path
 from ray import tune
 from rich.console import Console
 
-from cotsearch.files import save_figure
-from cotsearch.search.ctrl_c import CtrlC
-from cotsearch.search.records import worker_failure
-from cotsearch.search.runner import ray_session, trial_trainable
-from cotsearch.search.space import SearchSpace
-from cotsearch.search.sweep import (
+from cotsearch.bench.sweep import (
     EDF,
     FINISHED,
     enumerate_specs,
@@ -27,6 +22,11 @@ from cotsearch.search.sweep import (
     write_row,
     write_table,
 )
+from cotsearch.files import save_figure
+from cotsearch.process.ctrl_c import CtrlC
+from cotsearch.search.records import worker_failure
+from cotsearch.search.runner import ray_session, trial_trainable
+from cotsearch.search.space import SearchSpace
 
 
 class RowWriter(tune.Callback):

@@ -1,5 +1,5 @@
 """`cotsearch analyze`: does the search work on a space? Read from two sweeps of it
-(cotsearch.search.sweep): one trained with the search's own recipe (what a search would
+(cotsearch.bench.sweep): one trained with the search's own recipe (what a search would
 measure) and one with a longer reference recipe (what the chosen network is judged by).
 Writes analysis.md with its plots:
 
@@ -11,7 +11,7 @@ Writes analysis.md with its plots:
   against seed 1 and against the reference, each with a seeded permutation test of no signal;
 - simulated searches on the search table: random sampling (distinct specs, uniformly), TPE and
   NSGA-II (with one objective, a genetic algorithm; both with the settings of `tune`,
-  cotsearch.search.searcher.make_sampler, over the space's own parameters), and TPE with
+  cotsearch.search.sampler.make_sampler, over the space's own parameters), and TPE with
   zero-cost pre-screening (`search.prescreen`), each with the search's budget of trained
   trials, over many seeds. Each lookup draws one of the table's seeds for its spec, so the
   noise a search sees is the real one; like the searcher, a repeated spec is told its earlier
@@ -44,15 +44,15 @@ from pydantic import ValidationError
 from scipy import stats as scipy_stats
 
 from cotsearch.arch.yaml_io import format_validation_error
+from cotsearch.bench.sweep import TABLE
 from cotsearch.data.shape import KINDS
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_text, save_figure
 from cotsearch.search.prescreen import cutoff
 from cotsearch.search.rundir import SPACE_FILE
-from cotsearch.search.searcher import make_sampler
+from cotsearch.search.sampler import make_sampler
 from cotsearch.search.space import PROXY_NAMES, Confirm, Prescreen, SearchSpace
 from cotsearch.search.stats import Noise, Verdict, choose, mean_interval, paired_difference, verdict
-from cotsearch.search.sweep import TABLE
 
 TOP_FRACTION = 0.05
 REPORT, CURVES, SCATTER = "analysis.md", "search_curves.png", "correlations.png"

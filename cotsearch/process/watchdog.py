@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cotsearch.files import atomic_write_text
-from cotsearch.search.records import FAILURE_NOTE
+
+FAILURE_NOTE = "failure.txt"  # a trial's reason for failing, left where its worker could not report it
 
 
 class Watchdog:

@@ -1,6 +1,6 @@
 """Ctrl-C, SIGTERM or SIGHUP stops a search or a sweep, wherever the driver is at that moment.
 
-Each raises a KeyboardInterrupt at whatever line the main thread runs (cotsearch.signals).
+Each raises a KeyboardInterrupt at whatever line the main thread runs (cotsearch.process.signals).
 Raised inside a finalizer (Ray releases its object references in `__del__`), it is printed as
 "ignored" and lost, and the search would run on to its end. So the handler also remembers the
 signal, and this Ray Tune callback raises it again at the start of Tune's next step, in the
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ray import tune
 
-from cotsearch.signals import StopSignals
+from cotsearch.process.signals import StopSignals
 
 
 class CtrlC(StopSignals, tune.Callback):

@@ -2,7 +2,7 @@
 its feasible specs, each trained with several seeds, by the search's own trial code
 (cotsearch.search.trial); specs are fitted to the data and priced here, as the searcher does.
 This module is what a sweep is (its rows, table and EDF) and needs no Ray;
-cotsearch.search.sweep_runner runs the rows on Ray Tune, with the same resources, cluster
+cotsearch.bench.sweep_runner runs the rows on Ray Tune, with the same resources, cluster
 support and failure handling as `tune`.
 
 The output directory holds `rows/` (one JSON file per finished (spec, seed) row, written the

@@ -31,6 +31,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+# The gates open in this process. Process-wide by necessity: a fork hook (registered once, at
+# the end of this module) is the only place a forked DataLoader worker can close its copies of
+# the gates' files, and it is handed nothing but the process. Weak, so a gate that is gone
+# leaves it by itself.
 _OPEN_GATES: weakref.WeakSet[NodeGate] = weakref.WeakSet()
 
 

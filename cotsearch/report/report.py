@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial
 from cotsearch.arch.spec import BackboneSpec
 from cotsearch.data.shape import DataShape
 from cotsearch.files import atomic_write_bytes, atomic_write_text, check_writable, figure_png, is_our_figure
-from cotsearch.search import plot
+from cotsearch.report import plot
 from cotsearch.search.confirm import read_confirmation
 from cotsearch.search.records import TrialRecord, best_record, open_study, records
 from cotsearch.search.rundir import SPACE_FILE

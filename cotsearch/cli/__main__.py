@@ -1,0 +1,5 @@
+"""`python -m cotsearch.cli`: the same as the `cotsearch` command."""
+
+from cotsearch.cli import main
+
+main()
