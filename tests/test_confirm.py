@@ -24,10 +24,10 @@ def fake_search(truth: np.ndarray, rng, top: int, seeds: int, macs=None, referen
     rows = [record(i, truth[i] + rng.normal(0, SIGMA), macs[i]) for i in range(len(truth))]
     picked = sorted(rows, key=lambda r: -r.val_top1)[:top]
     runs = [{"kind": "candidate", "name": str(r.trial), "seed": s, "val_top1": truth[r.trial] + rng.normal(0, SIGMA),
-             "macs": r.macs} for r in picked for s in range(1, seeds + 1)]
-    runs += [{"kind": "reference", "name": name, "seed": s, "val_top1": value + rng.normal(0, SIGMA), "macs": 1.0}
-             for name, value in (references or {}).items() for s in range(1, seeds + 1)]
-    return rows, summarize(rows, runs)
+             "macs": r.macs, "spec_hash": r.spec_hash} for r in picked for s in range(1, seeds + 1)]
+    runs += [{"kind": "reference", "name": name, "seed": s, "val_top1": value + rng.normal(0, SIGMA), "macs": 1.0,
+              "spec_hash": f"ref-{name}"} for name, value in (references or {}).items() for s in range(1, seeds + 1)]
+    return rows, summarize(rows, runs, picked)
 
 
 def test_confirmation_picks_the_truly_best_spec_more_often_than_the_best_reading():
@@ -108,3 +108,40 @@ def test_statistics_by_hand():
     assert d.mean == pytest.approx(0.02) and d.half == pytest.approx(3.182 * noise.sd, rel=1e-3)
     assert paired_difference({1: 0.9}, {2: 0.9}, noise) is None
     assert verdict(d) == "ties"
+
+
+def test_a_candidate_that_is_a_reference_uses_its_runs_once():
+    """The search may sample a reference preset's own network: it is not trained twice, its
+    runs count once in the noise, and it ties with itself."""
+    rows = [record(0, 0.90), record(1, 0.89)]
+    rows[0].spec_hash = "ref-net"
+    runs = [{"kind": k, "name": n, "seed": s, "val_top1": v, "macs": 1.0, "spec_hash": h}
+            for k, n, h, values in (("reference", "net", "ref-net", (0.88, 0.90)), ("candidate", "1", "h1", (0.87, 0.87)))
+            for s, v in zip((1, 2), values)]
+    confirmation = summarize(rows, runs, rows)
+    assert (confirmation.noise.dof, confirmation.noise.specs) == (2, 2)  # two networks, not three
+    as_candidate = next(s for s in confirmation.specs if s.kind == "candidate" and s.name == "0")
+    assert as_candidate.runs == {1: 0.88, 2: 0.90}
+    (same,) = [c for c in confirmation.comparisons if c.candidate == "0"]
+    assert same.difference.mean == 0 and same.verdict == "ties"
+
+
+def test_noise_json_is_strict_json_when_the_noise_is_unknown():
+    import json
+
+    rows = [record(0, 0.9)]
+    confirmation = summarize(rows, [{"kind": "candidate", "name": "0", "seed": 1, "val_top1": 0.9, "macs": 1.0,
+                                     "spec_hash": "h0"}], rows)
+    text = json.dumps(confirmation.to_dict(), allow_nan=False)  # raises on NaN
+    assert json.loads(text)["specs"][0]["ci95"] == [None, None] and json.loads(text)["trials_spread_sd"] is None
+
+
+def test_failed_runs_are_left_out_and_a_candidate_without_runs_is_not_chosen():
+    rows = [record(0, 0.90), record(1, 0.89)]
+    runs = [{"kind": "candidate", "name": "0", "seed": s, "val_top1": 0.0, "error": "OutOfMemoryError: ...",
+             "macs": 1.0, "spec_hash": "h0"} for s in (1, 2)]
+    runs += [{"kind": "candidate", "name": "1", "seed": s, "val_top1": v, "macs": 1.0, "spec_hash": "h1"}
+             for s, v in ((1, 0.88), (2, 0.89))]
+    confirmation = summarize(rows, runs, rows)
+    assert [s.name for s in confirmation.specs] == ["1"] and confirmation.chosen.name == "1"
+    assert summarize(rows, runs[:2], rows).chosen is None  # every run of the candidates failed

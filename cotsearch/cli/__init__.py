@@ -10,7 +10,7 @@ import sys
 import typer
 
 # each registers its commands on the app, in the order `cotsearch --help` lists them
-from cotsearch.cli import model, search, runs, convert  # noqa: F401, I001
+from cotsearch.cli import convert, model, runs, search  # noqa: F401, I001
 from cotsearch.cli.app import app, err_console
 from cotsearch.errors import CotsearchError
 from cotsearch.process.signals import StopSignals

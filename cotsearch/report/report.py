@@ -2,8 +2,8 @@
 as base64 PNGs, so it opens offline and can be sent as it is) with the PNGs beside it.
 
 Everything is read from the run directory (study.db, space.json, references.json,
-best/result.json), so the report of a search still running works too: run it again for the
-latest. The search writes it at its end."""
+best/result.json, noise.json), so the report of a search still running works too: run it again
+for the latest. `cotsearch tune` writes it at its end."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def write_report(run_dir: Path, output: Path | None = None) -> Path:
                          "number and by time."),
                         plot.plot_best_so_far(rows, finished_minutes(trials))),
         "learning_curves": ("Learning curves",
-                            "Validation top-1 after each epoch; ASHA stops the trials that fall behind at its rungs.",
+                            "Validation top-1 at each validation (ASHA's rungs and the last epoch); ASHA stops the trials that fall behind at its rungs.",
                             plot.plot_learning_curves(learning_curves(trials), {r.trial: r.state for r in rows})),
         "importances": ("Parameter importances", importance_note, plot.plot_importances(importances, importance_note)),
         "choices": ("Top-1 per choice",

@@ -50,15 +50,20 @@ def planned_runs(space: SearchSpace, rows: list[TrialRecord]) -> list[dict]:
     reference with each of the reference seeds, fitted to the data and priced here, as the
     searched trials are."""
     seeds = space.search.reference_seeds(space.train.seed)
-    specs = [("candidate", str(r.trial), r.spec_json) for r in candidates(space, rows)]
-    specs += [("reference", name, space.data_shape().apply(load_spec(name)).model_dump_json())
-              for name in space.search.references]
+    references = {name: space.data_shape().apply(load_spec(name)) for name in space.search.references}
+    reference_hashes = {spec.spec_hash() for spec in references.values()}
+    # a candidate that is a reference preset's network is not trained twice: with the same seeds
+    # and recipe its runs are the reference's (summarize reads them for it)
+    specs = [("candidate", str(r.trial), BackboneSpec.model_validate_json(r.spec_json))
+             for r in candidates(space, rows) if r.spec_hash not in reference_hashes]
+    specs += [("reference", name, spec) for name, spec in references.items()]
     configs = []
-    for kind, name, spec_json in specs:
-        cost = estimate_cost(BackboneSpec.model_validate_json(spec_json)).to_dict()
+    for kind, name, spec in specs:
+        cost = estimate_cost(spec).to_dict()
         prefix = "confirm" if kind == "candidate" else "ref"
         configs += [{"number": f"{prefix}-{name}-s{seed}", "kind": kind, "name": name, "seed": seed,
-                     "spec": spec_json, "cost": cost, "never_refused": True} for seed in seeds]
+                     "spec": spec.model_dump_json(), "spec_hash": spec.spec_hash(), "cost": cost,
+                     "never_refused": True} for seed in seeds]
     return configs
 
 
@@ -70,7 +75,7 @@ def read_runs(run_dir: Path) -> list[dict]:
 def run_record(config: dict, metrics: dict) -> dict:
     """What confirm.json keeps of one finished run."""
     return {"number": config["number"], "kind": config["kind"], "name": config["name"], "seed": config["seed"],
-            **{k: metrics.get(k) for k in ("val_top1", "val_images", "macs", "params", "latency_ms", "latency_shared",
+            "spec_hash": config["spec_hash"], **{k: metrics.get(k) for k in ("val_top1", "val_images", "macs", "params", "latency_ms", "latency_shared",
                                           "epoch", "error")}}
 
 
@@ -140,6 +145,10 @@ class Confirmation:
                 f"{100 * resolution:.2f} points of each other are not reliably ordered")
 
     def to_dict(self) -> dict:
+        """noise.json's content; unknown values are null, never NaN (which strict JSON lacks)."""
+        return _no_nan(self._dict())
+
+    def _dict(self) -> dict:
         return {"seed_sd": self.noise.sd if self.noise.known else None, "dof": self.noise.dof,
                 "specs_with_several_seeds": self.noise.specs, "trials_spread_sd": self.trials_spread,
                 "trials": self.trials, "sentence": self.sentence(),
@@ -151,33 +160,39 @@ class Confirmation:
                 "chosen": self.chosen and {"kind": self.chosen.kind, "name": self.chosen.name}}
 
 
-def summarize(rows: list[TrialRecord], runs: list[dict]) -> Confirmation:
-    """The noise, every confirmed spec's interval, the comparisons and the choice."""
+def summarize(rows: list[TrialRecord], runs: list[dict], confirmed: list[TrialRecord] | None = None) -> Confirmation:
+    """The noise, every confirmed spec's interval, the comparisons and the choice. `runs`: the
+    confirmation's finished runs (those of its current plan); `confirmed`: its candidates, best
+    first (default: every candidate with runs)."""
     readings = [r.val_top1 for r in rows if r.state == "complete" and r.val_top1 is not None]
-    spread = _sd(readings)
     ok = [r for r in runs if r.get("val_top1") is not None and not r.get("error")]
-    groups: dict[tuple[str, str], dict[int, float]] = {}
+    by_hash: dict[str, dict[int, float]] = {}  # one network's runs, however many roles it has
     for r in ok:
-        groups.setdefault((r["kind"], r["name"]), {})[r["seed"]] = r["val_top1"]
-    noise = Noise.pooled([list(g.values()) for g in groups.values()])
+        by_hash.setdefault(r["spec_hash"], {})[r["seed"]] = r["val_top1"]
+    noise = Noise.pooled([list(g.values()) for g in by_hash.values()])
     by_trial = {str(r.trial): r for r in rows}
-    macs = {(r["kind"], r["name"]): r.get("macs") or 0 for r in ok}
-    specs = [Spec(kind, name, macs[(kind, name)], seeds, mean_interval(list(seeds.values()), noise),
-                  by_trial[name].val_top1 if kind == "candidate" and name in by_trial else None)
-             for (kind, name), seeds in groups.items()]
+    macs = {r["spec_hash"]: r.get("macs") or 0 for r in ok}
+    if confirmed is None:
+        confirmed = [by_trial[n] for n in dict.fromkeys(r["name"] for r in ok if r["kind"] == "candidate")]
+    specs = [Spec("candidate", str(c.trial), macs[c.spec_hash], by_hash[c.spec_hash],
+                  mean_interval(list(by_hash[c.spec_hash].values()), noise), c.val_top1)
+             for c in confirmed if c.spec_hash in by_hash]
+    references = dict.fromkeys((r["name"], r["spec_hash"]) for r in ok if r["kind"] == "reference")
+    specs += [Spec("reference", name, macs[h], by_hash[h], mean_interval(list(by_hash[h].values()), noise))
+              for name, h in references]
     comparisons = []
     for c in (s for s in specs if s.kind == "candidate"):
         for ref in (s for s in specs if s.kind == "reference"):
             diff = paired_difference(c.runs, ref.runs, noise)
             if diff is not None and noise.known:
                 comparisons.append(Comparison(c.name, ref.name, diff, verdict(diff)))
-    confirmed = {s.name: s for s in specs if s.kind == "candidate"}
+    confirmed_specs = {s.name: s for s in specs if s.kind == "candidate"}
     chosen = None
-    if confirmed:
-        key = choose({k: s.mean for k, s in confirmed.items()}, {k: s.macs for k, s in confirmed.items()}, noise,
-                     {k: len(s.runs) for k, s in confirmed.items()})
-        chosen = confirmed[key]
-    return Confirmation(noise, specs, comparisons, chosen, spread, len(readings))
+    if confirmed_specs:
+        key = choose({k: s.mean for k, s in confirmed_specs.items()}, {k: s.macs for k, s in confirmed_specs.items()}, noise,
+                     {k: len(s.runs) for k, s in confirmed_specs.items()})
+        chosen = confirmed_specs[key]
+    return Confirmation(noise, specs, comparisons, chosen, _sd(readings), len(readings))
 
 
 def write_noise(run_dir: Path, confirmation: Confirmation) -> None:
@@ -187,6 +202,16 @@ def write_noise(run_dir: Path, confirmation: Confirmation) -> None:
 def read_confirmation(run_dir: Path) -> dict | None:
     path = run_dir / NOISE_FILE
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def _no_nan(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
 
 
 def _sd(values: list[float]) -> float:

@@ -31,6 +31,7 @@ from cotsearch.files import atomic_write_text
 from cotsearch.process.ctrl_c import CtrlC
 from cotsearch.search.confirm import (
     Confirmation,
+    candidates,
     planned_runs,
     read_runs,
     reference_means,
@@ -88,7 +89,7 @@ def _run_confirmation(space: SearchSpace, run_dir: Path, study: optuna.Study, tr
                       ctrl_c: CtrlC) -> list[dict]:
     """Train the confirmation's runs still to train (cotsearch.search.confirm), as Ray trials."""
     runs = read_runs(run_dir)
-    done = {r["number"] for r in runs}
+    done = {r["number"] for r in runs if not r.get("error")}  # a run that failed is tried again
     todo = [c for c in planned_runs(space, records(study)) if c["number"] not in done]
     if not todo:
         return runs
@@ -120,7 +121,9 @@ class RunRecorder(tune.Callback):
         self.record(trial, {"error": worker_failure(self.run_dir, trial.config["row"]["number"])})
 
     def record(self, trial, metrics: dict) -> None:
-        write_runs(self.run_dir, [*read_runs(self.run_dir), run_record(trial.config["row"], metrics)])
+        number = trial.config["row"]["number"]  # its record replaces an earlier, failed one
+        write_runs(self.run_dir, [*(r for r in read_runs(self.run_dir) if r["number"] != number),
+                                  run_record(trial.config["row"], metrics)])
 
 
 def _tuner(space: SearchSpace, run_dir: Path, trainable, name: str, callbacks: list, **tune_config) -> tune.Tuner:
@@ -290,7 +293,10 @@ def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, runs: list[di
     """Write trials.csv, noise.json and best/; test the chosen model; print the top trials, the
     confirmation and its verdicts. (The report, a layer above, is the command's to write.)"""
     rows = write_trials_csv(study, run_dir / "trials.csv")
-    confirmation = summarize(rows, runs)
+    planned = {c["number"] for c in planned_runs(space, rows)}
+    runs = [r for r in runs if r["number"] in planned]  # runs of settings a resumed search changed are left out
+    write_runs(run_dir, runs)
+    confirmation = summarize(rows, runs, candidates(space, rows))
     write_noise(run_dir, confirmation)
     by_number = {str(r.trial): r for r in rows}
     # confirmed: the best mean over fresh seeds (ties: the cheaper); else the best single reading
@@ -312,9 +318,14 @@ def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, runs: list[di
     else:
         budget = space.budgets.max_macs
         chosen = confirmation.chosen
-        reading = (f"confirmed val top-1 {chosen.mean.mean:.2%} ± {chosen.mean.half:.2%} (95% CI, {len(chosen.runs)} "
-                   f"fresh seeds; its search reading {best.val_top1:.2%})" if chosen
-                   else f"val top-1 {best.val_top1:.2%} (one reading, not confirmed)")
+        if chosen and confirmation.noise.known:
+            reading = (f"confirmed val top-1 {chosen.mean.mean:.2%} ± {chosen.mean.half:.2%} (95% CI, {len(chosen.runs)} "
+                       f"fresh seeds; its search reading {best.val_top1:.2%})")
+        elif chosen:
+            reading = (f"confirmed val top-1 {chosen.mean.mean:.2%} over {len(chosen.runs)} fresh seeds, no interval "
+                       f"(the noise could not be measured); its search reading {best.val_top1:.2%}")
+        else:
+            reading = f"val top-1 {best.val_top1:.2%} (one reading, not confirmed)"
         console.print(f"best: trial {best.trial}, {reading}, test top-1 "
                       f"{'-' if test_top1 is None else f'{test_top1:.2%}'}, {best.macs / 1e6:.2f} M MACs"
                       f"{f' (budget {budget / 1e6:.1f} M)' if budget else ''} -> {run_dir / 'best'}", soft_wrap=True)
@@ -326,10 +337,15 @@ def finish(space: SearchSpace, run_dir: Path, study: optuna.Study, runs: list[di
                           f"{space.train.train_limit or 'all'} images: a longer training can order specs otherwise, "
                           "as README 'Does the search work?' measured)", soft_wrap=True)
         if not chosen:
-            console.print("verdict: none (no confirmation: `search.confirm` is off); a single reading cannot say "
-                          "whether the best trial beats the references", soft_wrap=True)
+            why = ("`search.confirm` is off" if space.search.confirm is None
+                   else "every confirmation run of the candidates failed (confirm.json says why)")
+            console.print(f"verdict: none ({why}); a single reading cannot say whether the best trial beats the "
+                          "references", soft_wrap=True)
         elif not space.search.references:
             console.print("verdict: none (the space names no reference presets to compare with)", soft_wrap=True)
+        elif not confirmation.comparisons:
+            console.print("verdict: none (no reference run and candidate run share a seed, or the noise could not "
+                          "be measured; confirm.json says which runs failed)", soft_wrap=True)
     return SearchOutcome(run_dir, best and best.trial, best and best.val_top1, test_top1, best and best.macs,
                          finished_trials(study), counts["infeasible"], confirmation)
 
@@ -410,9 +426,10 @@ def _test_best(space: SearchSpace, best_dir: Path, confirmation: Confirmation) -
     _, top1 = evaluate(model, data.test, config, device)
     result = {"test_top1": top1, "test_images": len(data.test), "spec_hash": model.spec.spec_hash(),
               "input_size": model.spec.input_size,
-              "confirmed": confirmation.chosen is not None and {
+              "confirmed": None if confirmation.chosen is None else {
                   "val_top1_mean": confirmation.chosen.mean.mean,
-                  "ci95": [confirmation.chosen.mean.low, confirmation.chosen.mean.high],
+                  "ci95": [confirmation.chosen.mean.low, confirmation.chosen.mean.high]
+                  if confirmation.noise.known else None,
                   "seeds": sorted(confirmation.chosen.runs)}}
     atomic_write_text(best_dir / "result.json", json.dumps(result, indent=2))
     return top1

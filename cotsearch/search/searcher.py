@@ -210,7 +210,9 @@ def fail_interrupted(study: optuna.Study) -> int:
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in running:
         study.tell(trial.number, state=TrialState.FAIL)
-        if trial.user_attrs.get("on_ray"):
+        # a rerun that was asked but not yet on Ray when the driver stopped is queued again too,
+        # or the trial it reruns would never run
+        if trial.user_attrs.get("on_ray") or "rerun_of" in trial.user_attrs:
             study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
     return len(running)
 

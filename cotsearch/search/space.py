@@ -184,7 +184,7 @@ class SearchSettings(StrictModel):
     def validation_epochs(self, epochs: int) -> list[int]:
         """The epochs after which a trial is validated: ASHA's rungs (where it compares trials)
         and the last; without a scheduler, the last only. Validating every epoch on a split big
-        enough to rank would cost a trial a fifth of an epoch each time (cotnet_tiny, CPU)."""
+        enough to rank costs a trial about half an epoch each time (cotnet_tiny, CPU)."""
         rungs = []
         if self.scheduler == "asha":
             rung = min(self.grace_period, epochs)

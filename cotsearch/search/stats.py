@@ -86,8 +86,9 @@ def mean_interval(runs: Sequence[float], noise: Noise) -> Interval:
 def paired_difference(a: Mapping[int, float], b: Mapping[int, float], noise: Noise) -> Interval | None:
     """Spec a minus spec b over the seeds both were trained with (same seed: same data
     order and the same draw of the recipe's randomness), with a 95% interval from the pooled
-    noise (each difference varies by sqrt(2) sd when the two runs are independent; pairing
-    can only make it less, so the interval is not too narrow). None: no seed in common."""
+    noise (each difference varies by sqrt(2) sd when the two runs are independent; runs of two
+    networks with the same seed share the data order, which can only make it less unless
+    they were negatively correlated, so the interval is not too narrow). None: no seed in common."""
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return None

@@ -99,7 +99,9 @@ def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Calla
         extra = {**data.metadata(), "trial": str(number), "search": space.name}
         # A sweep reads every epoch's top-1 (the benchmark's per-epoch rankings); a search
         # validates where its scheduler compares trials, and at the end.
+        # A confirmation run is read once, at its end: nothing compares it before.
         validated = (set(range(1, config_train.epochs + 1)) if config.get("test")
+                     else {config_train.epochs} if "kind" in config
                      else set(space.search.validation_epochs(config_train.epochs)))
         val_seconds = 0.0
 
