@@ -9,8 +9,8 @@ import sys
 
 import typer
 
-# each registers its commands on the app, in the order `cotsearch --help` lists them
-from cotsearch.cli import convert, model, runs, search  # noqa: F401, I001
+# each registers its commands on the app
+from cotsearch.cli import convert, model, runs, search  # noqa: F401
 from cotsearch.cli.app import app, err_console
 from cotsearch.errors import CotsearchError
 from cotsearch.process.signals import StopSignals
