@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,8 +216,4 @@ def _no_nan(value):
 
 
 def _sd(values: list[float]) -> float:
-    if len(values) < 2:
-        return float("nan")
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
+    return statistics.stdev(values) if len(values) >= 2 else float("nan")
