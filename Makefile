@@ -7,7 +7,7 @@ DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 STAMP := .venv/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup run test clean
+.PHONY: setup run test test-fast clean
 
 setup: $(STAMP) $(DATA)
 
@@ -32,6 +32,11 @@ run: setup
 
 test: setup $(CHROMIUM)
 	$(PY) -m pytest -q
+
+# The inner loop while changing code: the tests not marked slow (no search, sweep or Ray
+# cluster end to end). CI runs `make test`, every test.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf .venv runs .pytest_cache

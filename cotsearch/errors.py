@@ -20,3 +20,20 @@ class CheckpointError(CotsearchError):
 
 class DataError(CotsearchError):
     """A data set that is missing, truncated or malformed."""
+
+
+class SearchInterrupted(CotsearchError):
+    """Ctrl-C, SIGTERM or SIGHUP (cotsearch.process.signals) stopped a search or a sweep; what
+    had finished is kept, and the running trials are recorded as interrupted."""
+
+
+def user_error(error: BaseException) -> CotsearchError | None:
+    """The CotsearchError in an exception's chain, if any (Ray wraps what a trial or a searcher
+    raised): it is the user's to fix."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, CotsearchError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None

@@ -1,6 +1,7 @@
 import json
 import subprocess
 
+import optuna
 import pytest
 import torch
 
@@ -10,6 +11,15 @@ from helpers import cli_train, fake_images, tune, write_idx, write_space
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def quiet_optuna():
+    """Optuna's info lines (a study created, a trial finished) off for one test, then as they were."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    yield
+    optuna.logging.set_verbosity(verbosity)
 
 
 @pytest.fixture(scope="session")

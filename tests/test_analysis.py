@@ -6,7 +6,7 @@ are known in advance."""
 import numpy as np
 import pytest
 
-from cotsearch.bench import analysis
+from cotsearch.bench import analysis, ranking, simulate, table
 from cotsearch.errors import CotsearchError
 from cotsearch.search.space import Confirm
 from cotsearch.search.stats import Noise
@@ -15,14 +15,14 @@ from helpers import cli
 from test_sweep import write_synthetic_sweeps
 
 
-def bench_of(search: dict[str, list[dict]], truth: dict[str, float], epochs: int = 1) -> analysis.Bench:
+def bench_of(search: dict[str, list[dict]], truth: dict[str, float], epochs: int = 1) -> table.Bench:
     """A Bench in memory: `search` spec -> its rows (seed, macs and readings), the reference
     recipe's top-1 of each spec as one run."""
     for rows in search.values():
         for seed, row in enumerate(rows):
             row.setdefault("seed", seed)
             row.setdefault("macs", 1.0)
-    return analysis.Bench(sorted(search), search, {h: [{"seed": 0, "test_top1": truth[h]}] for h in search}, epochs)
+    return table.Bench(sorted(search), search, {h: [{"seed": 0, "test_top1": truth[h]}] for h in search}, epochs)
 
 
 def spread_seeds(mean: float, sd: float, seeds: int, rng) -> list[float]:
@@ -32,7 +32,7 @@ def spread_seeds(mean: float, sd: float, seeds: int, rng) -> list[float]:
     return list(mean + rng.permutation(offsets * sd / offsets.std(ddof=1)))
 
 
-def noisy_table(sd: float) -> analysis.Bench:
+def noisy_table(sd: float) -> table.Bench:
     """10 specs, 0.4 points apart, 12 seeds each with seed noise `sd`."""
     rng = np.random.default_rng(0)
     means = {f"spec{i}": 0.80 - 0.004 * i for i in range(10)}
@@ -43,7 +43,7 @@ def test_readings_are_fresh_until_the_table_runs_out():
     bench = bench_of({"a": [{"val_top1": 0.5}, {"val_top1": 0.6}], "b": [{"val_top1": 0.7}, {"val_top1": 0.8}],
                       "c": [{"val_top1": 0.9}, {"val_top1": 1.0}]}, {"a": 0, "b": 0, "c": 0})
     for run in range(5):
-        lookup = analysis.Lookup(bench, None, np.random.default_rng(run))
+        lookup = simulate.Lookup(bench, None, np.random.default_rng(run))
         assert {lookup.measure(0), lookup.measure(0)} == {0.5, 0.6} and lookup.repeats == 0
         assert lookup.measure(0) in (0.5, 0.6) and lookup.repeats == 1
 
@@ -55,14 +55,14 @@ def test_confirmation_at_equal_compute_picks_the_best_more_often_than_one_readin
     noise one reading is enough."""
     best = 0  # spec0, the best mean
     confirm = Confirm(top=2, seeds=3)
-    one_reading = analysis.simulate(noisy_table(0.01), None, "random", 16, runs=300)[:, -1]
-    confirmed = analysis.simulate_confirmed(noisy_table(0.01), None, "random", 16, 300, confirm, {})
+    one_reading = simulate.simulate(noisy_table(0.01), None, "random", 16, runs=300)[:, -1]
+    confirmed = simulate.simulate_confirmed(noisy_table(0.01), None, "random", 16, 300, confirm, {})
     assert all(r.searched == 16 - 2 * 3 and r.readings == 6 and r.repeats == 0 for r in confirmed)
     found, raw = np.mean([r.chosen == best for r in confirmed]), np.mean(one_reading == best)
     assert found > raw + 0.1, (found, raw)  # 0.62 against 0.48
-    assert (analysis.simulate(noisy_table(0.0), None, "random", 16, runs=50)[:, -1] == best).all()
+    assert (simulate.simulate(noisy_table(0.0), None, "random", 16, runs=50)[:, -1] == best).all()
     with pytest.raises(CotsearchError, match="leave 4 of the budget of 16 to the search; it needs at least 6"):
-        analysis.simulate_confirmed(noisy_table(0.01), None, "random", 16, 1, Confirm(top=6, seeds=2), {})
+        simulate.simulate_confirmed(noisy_table(0.01), None, "random", 16, 1, Confirm(top=6, seeds=2), {})
 
 
 def test_verdicts_against_the_references_are_checked_against_the_reference_recipe():
@@ -75,9 +75,9 @@ def test_verdicts_against_the_references_are_checked_against_the_reference_recip
     bench = bench_of({h: [{"val_top1": x} for x in spread_seeds(m, 0.001, 8, rng)] for h, m in readings.items()},
                      truth)
     references = {"weak_ref": bench.specs.index("weak_ref"), "misjudged_ref": bench.specs.index("misjudged_ref")}
-    runs = analysis.simulate_confirmed(bench, None, "random", 12, 20, Confirm(top=2, seeds=3), references)
+    runs = simulate.simulate_confirmed(bench, None, "random", 12, 20, Confirm(top=2, seeds=3), references)
     assert {bench.specs[r.chosen] for r in runs} == {"winner"}
-    counts = {c.reference: c for c in analysis.verdict_counts(runs, bench.truth(), references)}
+    counts = {c.reference: c for c in simulate.verdict_counts(runs, bench.truth(), references)}
     weak, misjudged = counts["weak_ref"], counts["misjudged_ref"]
     assert (weak.runs, weak.itself, weak.beats, weak.beats_right, weak.loses, weak.truly_better) == \
         (20, 0, 20, 20, 0, 20)
@@ -85,15 +85,15 @@ def test_verdicts_against_the_references_are_checked_against_the_reference_recip
 
     # The counts themselves, on hand-made runs: chosen spec 0 (top-1 0.9) or 1 (0.7) against reference 1.
     def run(chosen, said):
-        return analysis.ConfirmedRun(1, chosen, {"ref": said}, Noise(0.01, 5, 5), {"ref": said}, 0, 0, 0, 0)
+        return simulate.ConfirmedRun(1, chosen, {"ref": said}, Noise(0.01, 5, 5), {"ref": said}, 0, 0, 0, 0)
 
     made = [run(0, "beats"), run(0, "beats"), run(0, "ties"), run(0, "loses to"), run(1, None)]
-    (c,) = analysis.verdict_counts(made, np.array([0.9, 0.7]), {"ref": 1})
+    (c,) = simulate.verdict_counts(made, np.array([0.9, 0.7]), {"ref": 1})
     assert (c.runs, c.itself, c.compared, c.beats, c.beats_right, c.loses, c.loses_right, c.ties, c.truly_better) == \
         (5, 1, 4, 2, 2, 1, 0, 1, 4)
 
 
-def epoch_table(signal_from: int | None, epochs: int = 4, specs: int = 40, seed: int = 0) -> analysis.Bench:
+def epoch_table(signal_from: int | None, epochs: int = 4, specs: int = 40, seed: int = 0) -> table.Bench:
     """Two seeds of `specs` specs whose reference top-1 spans 2 points: before epoch
     `signal_from` (never, if None) each reading is noise alone (sd 1 point); from it, the
     spec's top-1 plus 0.2 points of noise, as is the final test top-1."""
@@ -117,23 +117,23 @@ def epoch_table(signal_from: int | None, epochs: int = 4, specs: int = 40, seed:
 def test_first_signal_epoch_is_none_on_noise_and_found_where_the_signal_begins():
     seed_p, reference_p = (lambda s: s.seed_p), (lambda s: s.reference_p)
     for seed in (0, 1):
-        noise = analysis.epoch_signal(epoch_table(None, seed=seed), permutations=500)
-        assert analysis.first_signal(noise, seed_p) is None and analysis.first_signal(noise, reference_p) is None
-    signal = analysis.epoch_signal(epoch_table(signal_from=3), permutations=500)
+        noise = ranking.epoch_signal(epoch_table(None, seed=seed), permutations=500)
+        assert ranking.first_signal(noise, seed_p) is None and ranking.first_signal(noise, reference_p) is None
+    signal = ranking.epoch_signal(epoch_table(signal_from=3), permutations=500)
     assert [s.epoch for s in signal] == [1, 2, 3, 4, None]  # then the test top-1
-    assert analysis.first_signal(signal, seed_p) == 3 and analysis.first_signal(signal, reference_p) == 3
+    assert ranking.first_signal(signal, seed_p) == 3 and ranking.first_signal(signal, reference_p) == 3
     early, late = signal[0], signal[2]
     assert early.noise.sd == pytest.approx(0.01, rel=0.3) and late.noise.sd == pytest.approx(0.002, rel=0.3)
     assert early.seed_p > 0.01 and late.seed_p < 0.01 and late.seed_tau > 0.6
     # The specs' own spread: none where the readings are noise, the 2 points' uniform spread (0.58) where not.
     assert early.own_spread < 0.004 and late.own_spread == pytest.approx(0.02 / 12 ** 0.5, rel=0.3)
     # One lucky epoch of noise after the signal began does not start it.
-    assert analysis.first_signal(signal[:2] + signal[3:4], seed_p) == 4
+    assert ranking.first_signal(signal[:2] + signal[3:4], seed_p) == 4
 
 
 def test_the_report_with_confirmation_both_readings_and_the_signal(tmp_path, fake_fmnist):
     write_synthetic_sweeps(tmp_path, fake_fmnist)  # 9 specs without noise: 2 seeds alike
-    found = analysis.run_analysis(tmp_path / "search", tmp_path / "reference", tmp_path / "out", runs=3, budget=9,
+    found = analysis.run_analysis(tmp_path / "search", tmp_path / "reference", tmp_path / "out", runs=3, budgets=9,
                                   prescreen=[], readings=["val_top1", "test_top1"], confirm_top=2, confirm_seeds=2)
     text = found.report.read_text()
     assert list(found.outcomes) == ["val_top1", "test_top1"]
@@ -148,7 +148,7 @@ def test_the_report_with_confirmation_both_readings_and_the_signal(tmp_path, fak
     assert "can only flatter this reading" in text
     assert "validation ranking carries signal from epoch 1 on; against the reference recipe, from epoch 1 on" in text
     # The space's own confirmation (3 candidates, 3 seeds) does not fit 9 trainings: left out, and said so.
-    plain = analysis.run_analysis(tmp_path / "search", tmp_path / "reference", tmp_path / "plain", runs=2, budget=9,
+    plain = analysis.run_analysis(tmp_path / "search", tmp_path / "reference", tmp_path / "plain", runs=2, budgets=9,
                                   prescreen=[])
     assert [o.name for o in plain.outcomes["val_top1"]] == ["random", "tpe", "nsga2"]
     assert "No search with confirmation was simulated" in plain.report.read_text()

@@ -75,9 +75,6 @@ class NoBuild:
         cotsearch.CoTNet.__init__ = self.original
 
 
-REFUSED = {"count": 0, "tests": 0}
-
-
 def check_refused_or_valid(path, loader):
     """The document either loads (mutations can leave it valid) or is refused cleanly."""
     with NoBuild():
@@ -86,51 +83,59 @@ def check_refused_or_valid(path, loader):
         except SpecError as e:
             text = str(e)
             assert "\n" not in text and text.startswith(str(path)) and len(text) < 2000
-            REFUSED["count"] += 1
             return True
     return False
 
 
-fuzz = settings(max_examples=700, deadline=None, suppress_health_check=list(HealthCheck))
+def fuzz(tmp_path, documents, loaders, examples: int) -> Counter:
+    """`examples` documents (bytes) drawn from `documents`, each given to every loader: counts,
+    for this test alone, the documents and how many times each loader refused one."""
+    path, seen = tmp_path / "doc.yaml", Counter()
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(raw=documents)
+    def check(raw):
+        path.write_bytes(raw)
+        seen["documents"] += 1
+        for name, loader in loaders.items():
+            seen[name] += check_refused_or_valid(path, loader)
+
+    check()
+    return seen
 
 
-@fuzz
-@given(doc=mutated(VALID_SPEC))
-def test_mutated_specs(tmp_path_factory, doc):
-    path = tmp_path_factory.mktemp("spec") / "spec.yaml"
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
-    check_refused_or_valid(path, load_spec)
+def as_yaml(doc) -> bytes:
+    return yaml.safe_dump(doc, allow_unicode=True).encode()
 
 
-@fuzz
-@given(doc=mutated(VALID_SPACE))
-def test_mutated_spaces(tmp_path_factory, doc):
-    path = tmp_path_factory.mktemp("space") / "space.yaml"
-    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
-    check_refused_or_valid(path, lambda p: load_space(str(p)))
+SPEC, SPACE = {"spec": load_spec}, {"space": lambda p: load_space(str(p))}
 
 
-@settings(max_examples=800, deadline=None, suppress_health_check=list(HealthCheck))
-@given(raw=st.one_of(
+# Most mutated documents are refused (measured over 7 runs of 700: 632 to 647 specs, 607 to 643
+# spaces); the rest load, so a loader that refused everything fails too.
+def test_mutated_specs(tmp_path):
+    seen = fuzz(tmp_path, mutated(VALID_SPEC).map(as_yaml), SPEC, examples=700)
+    assert seen["documents"] >= 700 and 560 <= seen["spec"] <= 690, seen
+
+
+def test_mutated_spaces(tmp_path):
+    seen = fuzz(tmp_path, mutated(VALID_SPACE).map(as_yaml), SPACE, examples=700)
+    assert seen["documents"] >= 700 and 560 <= seen["space"] <= 690, seen
+
+
+RAW = st.one_of(
     st.binary(max_size=300),
     st.text(max_size=300).map(lambda t: t.encode("utf-8")),
     st.sampled_from([b"!!python/object:os.system {}", b"a: !!python/name:os.system", b"x: !custom 1",
                      b"\xff\xfe\x00stages", b"[" * 5000, b"{a: " * 3000, b"&a [*a]", b"- - - - -",
                      b"a: &x 1\nb: *y", b"stages: " + b"x" * 100_000, b"\t- tab", b"? complex key\n: v"]),
-))
-def test_raw_bytes_and_yaml_tricks(tmp_path_factory, raw):
-    path = tmp_path_factory.mktemp("raw") / "spec.yaml"
-    path.write_bytes(raw)
-    refused = check_refused_or_valid(path, load_spec)
-    assert refused  # none of these is a spec
-    assert check_refused_or_valid(path, lambda p: load_space(str(p)))
+)
 
 
-def test_at_least_2000_generated_bad_inputs_were_refused(request):
-    ran = {item.name for item in request.session.items}
-    if not {"test_mutated_specs", "test_mutated_spaces", "test_raw_bytes_and_yaml_tricks"} <= ran:
-        pytest.skip("counts the fuzz tests above; run the whole module")
-    assert REFUSED["count"] >= 2000, REFUSED
+def test_raw_bytes_and_yaml_tricks(tmp_path):
+    """None of these is a spec or a space: every one is refused by both."""
+    seen = fuzz(tmp_path, RAW, {**SPEC, **SPACE}, examples=800)
+    assert seen["documents"] >= 800 and seen["spec"] == seen["space"] == seen["documents"], seen
 
 
 def test_enormous_document_is_refused_quickly(tmp_path):
@@ -236,17 +241,16 @@ def generated_spaces(draw):
     return {"name": "fuzz", "base": TINY, "params": params}
 
 
-GENERATED_SPACES = 2000
+GENERATED_SPACES = 1000
 
 
 @pytest.mark.slow
-def test_generated_spaces_are_refused_in_one_line_or_sample_as_written(tmp_path):
+def test_generated_spaces_are_refused_in_one_line_or_sample_as_written(tmp_path, quiet_optuna):
     """Every space either is refused at load with one line naming the parameter, or is read
     again as the command line and the trials read it, and samples and prices its trials as a
     search does, with no exception and no warning from Optuna (a range it would shorten):
     nothing a search would only find after Ray has started."""
     path, seen = tmp_path / "space.yaml", Counter()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     @settings(max_examples=GENERATED_SPACES, deadline=None, suppress_health_check=list(HealthCheck))
     @given(doc=generated_spaces())
@@ -277,5 +281,8 @@ def test_generated_spaces_are_refused_in_one_line_or_sample_as_written(tmp_path)
                         ({WIDTH_MULT} if name == WIDTH_MULT else set()) | ({"when"} if param.when else set()))
 
     check()
-    assert seen["spaces"] >= GENERATED_SPACES and seen["refused"] >= 500 and seen["sampled"] >= 300, seen
-    assert min(seen[kind] for kind in ("choice", "int", "float", WIDTH_MULT, "when")) >= 20, seen
+    # Measured over 18 runs of 1000: 730 to 809 refused, 191 to 270 sampled, among these at least
+    # 53 with width_mult, 25 a float, 9 (median 38) a `when`, and (10 runs) 101 a choice, 90 an int.
+    assert seen["spaces"] >= GENERATED_SPACES and seen["refused"] >= 600 and seen["sampled"] >= 120, seen
+    assert min(seen["choice"], seen["int"]) >= 50 and min(seen["float"], seen[WIDTH_MULT]) >= 12, seen
+    assert seen["when"] >= 3, seen

@@ -45,6 +45,22 @@ def test_imports_only_go_down_the_layers():
     assert not upward
 
 
+def test_no_module_imports_a_librarys_private_module():
+    """A library's `_`-prefixed modules and names are not its API and change without notice."""
+    private = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and not node.module.startswith("cotsearch"):
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names if not alias.name.startswith("cotsearch")]
+            else:
+                continue
+            private += [f"{path.relative_to(REPO)} imports {name}" for name in names
+                        if any(part.startswith("_") for part in name.split(".")[1:])]
+    assert not private
+
+
 def modules_loaded_by(code: str, says: str = "") -> set[str]:
     """The heavy libraries a fresh interpreter has loaded after running `code` (whose stderr
     must hold `says`)."""
@@ -103,6 +119,14 @@ def test_the_search_and_sweep_drivers_leave_torch_to_the_workers():
     assert modules_loaded_by("import cotsearch.search.runner, cotsearch.bench.sweep_runner") == {"ray"}
 
 
+def test_proxies_of_a_space_load_no_ray():
+    """`cotsearch proxies SPACE` labels each spec by its choices: formatting them needs no Ray.
+    (Here its data is missing: the command stops once it has imported what it runs with.)"""
+    args = ["proxies", str(SPACES / "cot_block.yaml"), "--data", "fashion-mnist:/no/such/dir"]
+    loaded = modules_loaded_by(cli_code(*args, exit_code=2), says="/no/such/dir: no such folder")
+    assert "torch" in loaded and "ray" not in loaded
+
+
 def test_the_trial_and_the_sweep_rows_need_no_ray():
     """What lets a sweep's rows train where Ray is not installed (experiments/cot_placement_bench)."""
     loaded = modules_loaded_by("import cotsearch.search.trial, cotsearch.bench.sweep")
@@ -114,7 +138,8 @@ def test_analysing_a_committed_benchmark_loads_no_ray():
     bench = REPO / "experiments" / "cot_placement_bench"
     code = f"""
 from pathlib import Path
-from cotsearch.bench.analysis import Bench, read_space, simulate
+from cotsearch.bench.simulate import simulate
+from cotsearch.bench.table import Bench, read_space
 bench = Bench.load(Path({str(bench / "search")!r}), Path({str(bench / "reference")!r}))
 chosen = simulate(bench, read_space(Path({str(bench / "search")!r})), "tpe", 12, 2)
 assert chosen.shape == (2, 12)

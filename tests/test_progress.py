@@ -7,12 +7,16 @@ import optuna
 import pytest
 from rich.console import Console
 
+import cotsearch
 from cotsearch.search.progress import SearchProgress
 from cotsearch.search.records import STUDY_NAME, study_storage
+from cotsearch.search.trial_types import TrialConfig, search_trial
 
 
 def fake_trial(number, **last):
-    return SimpleNamespace(config={"number": number}, last_result=last)
+    spec = cotsearch.load_spec("cotnet_tiny")
+    config = TrialConfig(id=search_trial(number), spec=spec, cost=cotsearch.estimate_cost(spec))
+    return SimpleNamespace(config=config.ray_config(), last_result=last)
 
 
 def run_events(console, run_dir):

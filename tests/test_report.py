@@ -1,6 +1,7 @@
 """A search you can read, watch and share: the report (HTML, its figures, and how Chromium
 shows it), optuna-dashboard and TensorBoard on one small real search shared by the module, and
-the report of a run directory written by hand as a search leaves it midway."""
+the report of a run directory as a search leaves it midway (its searcher told, without Ray,
+what trials report)."""
 
 import base64
 import json
@@ -22,7 +23,8 @@ from PIL import Image
 from cotsearch.report.plot import STOPPED_COLOR, plot_learning_curves, plot_pareto
 from cotsearch.report.report import learning_curves, write_report
 from cotsearch.search.records import STUDY_NAME, best_record, open_study, records, study_storage
-from cotsearch.search.space import load_space, price
+from cotsearch.search.space import load_space
+from cotsearch.search.trial_types import TrialConfig, TrialResult, failed
 
 from helpers import MAX_MACS, REPO, cli, write_space
 
@@ -45,7 +47,7 @@ def test_a_search_ends_with_a_self_contained_report(run_dir, tmp_path):
         assert base64.b64decode(src.split(",", 1)[1]) == (run_dir / f"{name}.png").read_bytes()
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing to fetch: it opens offline
     study = open_study(run_dir)
-    best = best_record(study)
+    best = best_record(records(study))
     assert f"Best: trial {best.trial}, validation top-1 {best.val_top1:.2%}" in page
     trained = [r for r in records(study) if r.trained]
     assert len(trained) == 3 and all(f"<tr><td>{r.trial}</td>" in page for r in trained)
@@ -149,7 +151,7 @@ def test_tensorboard_holds_every_trials_learning_curve(run_dir):
         config = json.loads((events.parent / "params.json").read_text())  # Ray's trial config
         accumulator = EventAccumulator(str(events.parent))
         accumulator.Reload()
-        curves[config["number"]] = {e.step: e.value for e in accumulator.Scalars("ray/tune/val_top1")}
+        curves[TrialConfig.from_ray(config).id.key] = {e.step: e.value for e in accumulator.Scalars("ray/tune/val_top1")}
     trained = [r for r in records(open_study(run_dir)) if r.trained]
     assert sorted(curves) == sorted(r.trial for r in trained)
     for r in trained:  # step: the epoch
@@ -158,47 +160,47 @@ def test_tensorboard_holds_every_trials_learning_curve(run_dir):
 
 @pytest.fixture(scope="module")
 def midway(tmp_path_factory, fake_fmnist):
-    """A run directory as a search leaves it midway, written without Ray. Trial 0 is fully
-    trained (2 epochs; Ray gave the searcher only the first, as it does when the scheduler
-    stops a trial on its last epoch), trial 1 was stopped by ASHA after one, and each measured
-    its latency while the other ran on node n1; trial 2 was priced over the MACs budget;
-    trial 3 is running; trial 4 failed in its second epoch on node n2."""
+    """A run directory as a search leaves it midway: the search's own searcher and study, told
+    without Ray what the trials' workers report. Trial 0 is fully trained (2 epochs; Ray gave
+    the searcher only the first, as it does when the scheduler stops a trial on its last epoch),
+    trial 1 was stopped by ASHA after one, and each measured its latency while the other ran on
+    node n1; trial 2 was priced over the MACs budget; trial 3 is running; trial 4 failed in its
+    second epoch on node n2."""
+    from cotsearch.search.searcher import StudySearcher, search_study
+
     tmp_path = tmp_path_factory.mktemp("midway")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    space = load_space(str(write_space(tmp_path, fake_fmnist, trials=6)))
+    space = load_space(str(write_space(tmp_path, fake_fmnist, trials=6, train={"epochs": 2})))
     (run_dir / "space.json").write_text(space.model_dump_json(by_alias=True))
     (run_dir / "references.json").write_text(json.dumps([{"name": "cotnet_tiny", "val_top1": 0.65, "macs": 26742138,
                                                           "params": 535096, "latency_ms": 4.0, "epoch": 2}]))
-    study = optuna.create_study(storage=study_storage(run_dir), study_name=STUDY_NAME, direction="maximize")
+    searcher = StudySearcher(space, search_study(space, run_dir), str(run_dir))
     now = time.time()
 
-    def add(s1, s2, se, state, top1=None, epoch=None, reported=(), **attrs):
-        study.enqueue_trial({"stages.1.blocks": s1, "stages.2.blocks": s2, "se_ratio": se})
-        trial = study.ask()
-        sampled = space.sample(trial)
-        spec, cost, _, _ = price(space, sampled)
-        attrs = {"sampled": json.dumps(sampled), "spec": spec.model_dump_json(), "spec_hash": spec.spec_hash(),
-                 "macs": cost.macs, "params_count": cost.params, "started_at": now - 100, "state": state,
-                 "val_top1": top1, "epoch": epoch, **attrs}
-        for key, value in attrs.items():
-            if value is not None and not (key == "state" and state == "running"):
-                trial.set_user_attr(key, value)
-        for step, value in enumerate(reported, 1):
-            trial.report(value, step)
-        if state == "failed":
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        elif state != "running":
-            study.tell(trial, top1 or 0.0)
+    def start(ray_id, *samples):
+        """The trial the searcher sends Ray, drawn from these samples in turn (all but the last over budget)."""
+        for s1, s2, se in samples:
+            searcher.study.enqueue_trial({"stages.1.blocks": s1, "stages.2.blocks": s2, "se_ratio": se})
+        return TrialConfig.from_ray(searcher.suggest(ray_id))
 
-    add("conv", "cot", 0.0, "complete", 0.7, 2, [0.5], on_ray=True, node="n1", trial_started_at=now - 100,
-        duration_s=60, latency_ms=5.0, latency_shared=True)
-    add("cot", "cot", 0.0, "stopped", 0.3, 1, [], on_ray=True, node="n1", trial_started_at=now - 95, duration_s=20,
-        latency_ms=45.0, latency_shared=True)
-    add("conv", "se_conv", 0.25, "infeasible", reason="over budget: max_macs by +1.4%")
-    add("cot", "conv", 0.0, "running", reported=[0.6], on_ray=True, started_at=now - 5)
-    add("cot", "se_conv", 0.0, "failed", reported=[0.2], on_ray=True, node="n2", trial_started_at=now - 98,
-        duration_s=10, latency_ms=4.0, latency_shared=False, reason="TrainingDiverged: loss is nan")
+    def reported(config, started_s_ago, result=None, **fields):
+        """What the trial's worker reports (cotsearch.search.trial), with keys of Ray's own."""
+        base = {"spec_hash": config.spec_hash, "number": str(config.id), "trial_started_at": now - started_s_ago}
+        return {**(result or TrialResult()).model_copy(update={**base, **fields}).report(), "training_iteration": 1}
+
+    n1 = {"node": "n1", "latency_shared": True}
+    t0, t1 = start("t0", ("conv", "cot", 0.0)), start("t1", ("cot", "cot", 0.0))
+    searcher.on_trial_result("t0", reported(t0, 100, epoch=1, val_top1=0.5, latency_ms=5.0, duration_s=30, **n1))
+    searcher.on_trial_complete("t0", reported(t0, 100, epoch=2, val_top1=0.7, latency_ms=5.0, duration_s=60, **n1))
+    searcher.on_trial_complete("t1", reported(t1, 95, epoch=1, val_top1=0.3, latency_ms=45.0, duration_s=20, **n1))
+    t3 = start("t3", ("conv", "se_conv", 0.25), ("cot", "conv", 0.0))
+    searcher.on_trial_result("t3", reported(t3, 5, epoch=1, val_top1=0.6, duration_s=4))
+    t4 = start("t4", ("cot", "se_conv", 0.0))
+    n2 = {"node": "n2", "latency_ms": 4.0, "latency_shared": False}
+    searcher.on_trial_result("t4", reported(t4, 98, epoch=1, val_top1=0.2, duration_s=6, **n2))
+    searcher.on_trial_complete("t4", reported(t4, 98, failed("TrainingDiverged: loss is nan"), duration_s=10, **n2))
+    assert [t.id.key for t in (t0, t1, t3, t4)] == [0, 1, 3, 4]  # trial 2: the sample over budget
     return run_dir
 
 

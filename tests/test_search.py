@@ -4,6 +4,7 @@ nodes, GPUs, failures, and resuming after the driver is killed."""
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,13 +73,21 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, fake_fmnis
     assert "no trial finished training" in result.stderr
 
 
-def test_trials_spread_over_the_nodes_and_gpus_of_a_cluster(tmp_path, fake_fmnist):
+def test_trials_spread_over_the_nodes_and_gpus_of_a_cluster(tmp_path, fake_fmnist, monkeypatch):
     """Two nodes of two CPUs and one GPU each (Ray's GPUs are resources: no device is needed),
     one CPU and one GPU per trial: the GPUs, not the CPUs, keep a node to one trial at a time;
     the trials run on both nodes and each sees exactly its node's GPU. The nodes are one machine:
-    a trial that measured its latency while the other trained says so."""
+    a trial on either that measured its latency while something trained on the machine says so."""
     from ray.cluster_utils import Cluster
 
+    from cotsearch.process.node_gate import NodeGate
+
+    # The nodes' temporary folder, so their trials' node gate, is this test's own: what trains
+    # on the machine is then only what the test says (Ray's own files stay in /tmp: a socket's
+    # path is short).
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("RAY_TMPDIR", "/tmp")
+    gate_dir = tmp_path / f"cotsearch-{os.getuid()}"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=2, num_gpus=1)
     cluster.wait_for_nodes()
@@ -87,11 +96,13 @@ def test_trials_spread_over_the_nodes_and_gpus_of_a_cluster(tmp_path, fake_fmnis
         # cotnet_tiny for 3 epochs, none stopped early: long enough for the two nodes' trials to overlap.
         space = write_space(tmp_path, fake_fmnist, trials=3, train={"device": "cpu", "epochs": 3},
                             search={"gpus_per_trial": 1, "scheduler": "none"}, base="cotnet_tiny", budgets={})
-        search_here(space, run_dir, cluster.address)
+        with NodeGate(gate_dir) as gate, gate.training():  # a training on the machine throughout the search
+            search_here(space, run_dir, cluster.address)
     finally:
         cluster.shutdown()
     study = open_study(run_dir)
     ran = [t.user_attrs for t in study.trials if "trial_started_at" in t.user_attrs]
+    assert (gate_dir / "node.arrivals").stat().st_size >= 1 + 2 * len(ran)  # the test's, each trial's measuring, training
     spans = [(a["trial_started_at"], a["trial_started_at"] + a["duration_s"], (a["node"], a["gpu_ids"])) for a in ran]
     assert len(spans) == 3
     assert all(gpu == "0" for _, _, (_, gpu) in spans)  # each trial sees exactly one GPU: its node's
@@ -99,7 +110,7 @@ def test_trials_spread_over_the_nodes_and_gpus_of_a_cluster(tmp_path, fake_fmnis
     for start, _, _ in spans:  # at each trial's start: who runs then (itself included), on which node's GPU
         running = [where for s, e, where in spans if s <= start < e]
         assert len(set(running)) == len(running)  # never two trials on one GPU, though the CPUs would allow it
-    assert True in {a["latency_shared"] for a in ran}
+    assert all(a["latency_shared"] is True for a in ran)  # whichever node it ran on
 
 
 def test_as_many_workers_start_together_as_the_cluster_runs_unless_the_user_says(monkeypatch):
@@ -116,12 +127,12 @@ def test_as_many_workers_start_together_as_the_cluster_runs_unless_the_user_says
 
 
 def test_the_trials_a_cluster_runs_at_once_are_counted_as_ray_places_them(monkeypatch):
-    from cotsearch.search import runner
+    from cotsearch.search import session
     from cotsearch.search.space import load_space
 
     nodes = [{"Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}}, {"Alive": True, "Resources": {"CPU": 1.0}},
              {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
-    monkeypatch.setattr(runner.ray, "nodes", lambda: nodes)
+    monkeypatch.setattr(session.ray, "nodes", lambda: nodes)
     space = load_space(SPACES / "cot_stages.yaml")
 
     def needing(cpus, gpus):
@@ -129,14 +140,14 @@ def test_the_trials_a_cluster_runs_at_once_are_counted_as_ray_places_them(monkey
                                                                                  "gpus_per_trial": gpus})})
 
     def per_node(cpus, gpus):
-        return runner._trials_per_node(needing(cpus, gpus), runner._alive_nodes())
+        return session.trials_per_node(needing(cpus, gpus), session.alive_nodes())
 
     assert per_node(1, 0) == [16, 1] and per_node(0.1, 0) == [160, 10]  # 1.0 // 0.1 would say 9
     assert per_node(4, 1) == [2, 0] and per_node(1, 0.5) == [4, 0]
     assert per_node(32, 0) == [0, 0]  # the dead node's 64 CPUs run nothing
-    runner.check_resources(needing(16, 2))
+    session.check_resources(needing(16, 2))
     with pytest.raises(CotsearchError, match="--cpus-per-trial 32 --gpus-per-trial 0: no node of the Ray cluster"):
-        runner.check_resources(needing(32, 0))
+        session.check_resources(needing(32, 0))
 
 
 def start_search(space, *args):
@@ -186,10 +197,24 @@ def check_resumed_run(run_dir, trials: int, finished_before: dict[int, float]) -
         assert rerun.params == study.trials[number].params
 
 
+def check_stopped(proc, space, run_dir, exit_code: int, interrupted_before: int = 0) -> int:
+    """A driver stopped by a signal: the shell's exit code for it, how to resume, no traceback
+    and no stack dump from Ray, and the trials it ran recorded as interrupted (more than the
+    earlier stops left), none as running. Returns how many are."""
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == exit_code, err[-3000:]
+    assert f"resume with: cotsearch tune {space} --resume {run_dir}" in err
+    assert "Traceback" not in err and "Tuner.restore" not in err and "SIGTERM received" not in err  # Python's, Ray's
+    states = [r["state"] for r in rows(run_dir)]
+    assert states.count("interrupted") > interrupted_before and "running" not in states
+    return states.count("interrupted")
+
+
 def test_a_stopped_search_resumes_without_losing_or_repeating(tmp_path, fake_fmnist, ray_address):
-    """Ctrl-C, then SIGKILL of the resumed run: each time the trials that finished are kept,
-    the interrupted ones run again first, a second process is refused while one runs, and the
-    run ends with exactly the trials asked for, no spec trained twice."""
+    """Ctrl-C, then SIGTERM of the resumed run, then SIGKILL of the next: each time the trials
+    that finished are kept, the interrupted ones run again first, a second process is refused
+    while one runs, and the run ends with exactly the trials asked for, no spec trained twice.
+    One search stopped each way, not one search per signal (test_signals): a search is a minute."""
     run_dir = tmp_path / "run"
     space = write_space(tmp_path, fake_fmnist, trials=5, train={"epochs": 2})
     args = ["--no-references", "--address", ray_address]
@@ -197,15 +222,16 @@ def test_a_stopped_search_resumes_without_losing_or_repeating(tmp_path, fake_fmn
     wait_for_trials(proc, run_dir, finished=1, running=1)
     second = tune(space, "--resume", run_dir, *args)
     assert second.returncode == 2 and "a search is already running in it (pid" in second.stderr
-
     proc.send_signal(signal.SIGINT)  # the driver alone, as Ctrl-C in a terminal reaches it
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
-    assert f"resume with: cotsearch tune {space} --resume {run_dir}" in err and "Traceback" not in err
-    assert "Tuner.restore" not in err and "interrupted" in {r["state"] for r in rows(run_dir)}
+    interrupted = check_stopped(proc, space, run_dir, 130)
 
     proc = start_search(space, "--resume", run_dir, *args)
-    finished = wait_for_trials(proc, run_dir, finished=2, running=1)
+    wait_for_trials(proc, run_dir, finished=2, running=1)
+    proc.send_signal(signal.SIGTERM)  # as `kill`, Slurm or Kubernetes sends it, to the driver
+    check_stopped(proc, space, run_dir, 143, interrupted)
+
+    proc = start_search(space, "--resume", run_dir, *args)
+    finished = wait_for_trials(proc, run_dir, finished=3, running=1)
     os.killpg(proc.pid, signal.SIGKILL)  # no clean-up at all; its lock goes with it
     proc.wait()
     _, printed = search_here(space, run_dir, ray_address, resume=True)
@@ -224,16 +250,23 @@ search: {{trials: 2, seed: 0, cpus_per_trial: 1, references: [cotnet_tiny], conf
 """
 
 
-def test_every_record_of_a_trial_describes_the_network_it_trained(tmp_path, ray_address):
+@pytest.fixture(scope="module")
+def confirmed_search(tmp_path_factory, ray_address):
+    """One search of ONE_SPEC_SPACE with its confirmation and reference: (space file, run
+    directory, outcome, what it printed)."""
+    tmp = tmp_path_factory.mktemp("confirmed")
+    write_cifar(tmp / "cifar", n_per_batch=40)
+    space = tmp / "space.yaml"
+    space.write_text(ONE_SPEC_SPACE.format(data=tmp / "cifar"))
+    outcome, printed = search_here(space, tmp / "run", ray_address)
+    return space, tmp / "run", outcome, printed
+
+
+def test_every_record_of_a_trial_describes_the_network_it_trained(confirmed_search):
     """The base spec has 1 channel at 28 px, the data 3 channels at 32 px: the study's spec
     and hash, the trial's spec.yaml and model file, best/ and the references all describe
     the one network that trained, fitted to the data."""
-    data = tmp_path / "cifar"
-    write_cifar(data, n_per_batch=40)
-    space = tmp_path / "space.yaml"
-    space.write_text(ONE_SPEC_SPACE.format(data=data))
-    run_dir = tmp_path / "run"
-    outcome, printed = search_here(space, run_dir, ray_address)
+    _, run_dir, outcome, printed = confirmed_search
     trained = [r for r in records(open_study(run_dir)) if r.trained]
     assert len(trained) == 2
     for r in trained:
@@ -261,3 +294,29 @@ def test_every_record_of_a_trial_describes_the_network_it_trained(tmp_path, ray_
     assert (f"verdict: trial {outcome.best_trial} {verdict} cotnet_tiny ({100 * diff['difference']:+.2f} ± "
             f"{50 * (diff['ci95'][1] - diff['ci95'][0]):.2f} points, 95% CI, same seeds)") in printed
     assert "noise: " in printed and "confirmed val top-1" in printed
+
+
+def test_a_search_stopped_in_its_confirmation_resumes_it_and_retries_a_failed_run(confirmed_search, tmp_path,
+                                                                                   ray_address):
+    """As if the search had stopped during its confirmation (one run never recorded) after a
+    run had failed: --resume trains exactly those two runs again, no search trial, and ends
+    with the same confirmed choice and noise (same seeds, same machine: the same numbers)."""
+    space, finished, outcome, _ = confirmed_search
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    runs = json.loads((run_dir / "confirm.json").read_text())
+    lost, failed = runs[0]["number"], runs[1]["number"]
+    runs = [{**r, "error": "the trial's worker died"} if r["number"] == failed else r for r in runs[1:]]
+    (run_dir / "confirm.json").write_text(json.dumps(runs))
+    models = {p.parent.name: p.stat().st_mtime_ns for p in (run_dir / "trials").glob("*/model.safetensors")}
+    resumed, printed = search_here(space, run_dir, ray_address, resume=True)
+    assert "confirming: training" in printed
+    written = {p.parent.name for p in (run_dir / "trials").glob("*/model.safetensors")
+               if p.stat().st_mtime_ns != models.get(p.parent.name)}
+    assert written == {lost, failed}
+    assert len([r for r in records(open_study(run_dir)) if r.trained]) == 2  # no search trial trained again
+    after = json.loads((run_dir / "confirm.json").read_text())
+    assert sorted(r["number"] for r in after) == sorted(r["number"] for r in json.loads((finished / "confirm.json").read_text()))
+    assert not any(r.get("error") for r in after)
+    assert resumed.best_trial == outcome.best_trial
+    assert json.loads((run_dir / "noise.json").read_text()) == json.loads((finished / "noise.json").read_text())

@@ -1,7 +1,8 @@
 """SIGTERM and SIGHUP stop `tune`, `sweep` and `train` as Ctrl-C does: the running trials
 recorded as interrupted, the run directory released, how to resume printed, the shell's exit
 code for the signal (143, 129), no stack dump; a second signal ends the process at once; and
-the run resumes without losing or repeating anything."""
+the run resumes without losing or repeating anything (a search stopped by SIGTERM: in
+test_search's chain of stops, which resumes after each)."""
 
 import json
 import os
@@ -14,8 +15,7 @@ import pytest
 
 from cotsearch.process.signals import SIGNALS, Stopped, StopSignals
 
-from helpers import cli_train, rows, search_here, write_space
-from test_search import check_resumed_run, start_search, wait_for_trials
+from helpers import cli_train, write_space
 
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: s.name)
@@ -56,25 +56,6 @@ with command.handling():
     assert result.stdout == "stopped 143\n", result.stderr
     assert result.returncode == 129 and "a second stop signal (SIGHUP): stopped at once" in result.stderr
     assert time.time() - started < 5
-
-
-@pytest.mark.slow
-def test_sigterm_stops_a_search_that_then_resumes_without_losing_or_repeating(tmp_path, fake_fmnist, ray_address):
-    run_dir = tmp_path / "run"
-    space = write_space(tmp_path, fake_fmnist, trials=3)  # one epoch each: the cheapest search of the tests
-    proc = start_search(space, "--out", run_dir, "--no-references", "--address", ray_address)
-    finished = wait_for_trials(proc, run_dir, finished=1, running=1)
-    proc.send_signal(signal.SIGTERM)  # as `kill`, Slurm or Kubernetes sends it, to the driver
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err[-3000:]
-    assert f"resume with: cotsearch tune {space} --resume {run_dir}" in err
-    assert "SIGTERM received" not in err and "Traceback" not in err  # Ray's C++ stack dump, Python's
-    states = {r["state"] for r in rows(run_dir)}
-    assert "interrupted" in states and "running" not in states
-
-    _, printed = search_here(space, run_dir, ray_address, resume=True)
-    assert "interrupted (run again first)" in printed
-    check_resumed_run(run_dir, 3, finished)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@
 import optuna
 import pytest
 
+from cotsearch.arch.load import load_spec
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.errors import SpecError
 from cotsearch.search.space import apply_params, load_space, price
@@ -174,3 +175,19 @@ def test_a_yaml_bomb_space_is_refused(tmp_path):
                    for a, b in zip("abcdef", "bcdefg"))
     with pytest.raises(SpecError, match="expands to"):
         space_from(tmp_path, "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + bomb)
+
+
+def test_a_copy_with_another_recipe_and_base_derives_its_own_trial_base(tmp_path):
+    """model_copy(update=...) does not validate: what the space derived from its old recipe
+    and base (the data's shape, the base spec, the trial base) must not carry over."""
+    space = space_from(tmp_path, GOOD)
+    assert (space.trial_base().name, space.trial_base().in_chans, space.data_shape().input_size) == ("cotnet_tiny", 1, 28)
+    data = tmp_path / "cifar"
+    write_cifar(data)
+    copy = space.model_copy(update={"train": space.train.model_copy(update={"data": f"cifar10:{data}"}),
+                                    "base": "resnet_tiny"})
+    fitted = copy.trial_base()
+    assert (fitted.name, fitted.in_chans, fitted.input_size, fitted.num_classes) == ("resnet_tiny", 3, 32, 10)
+    assert fitted == copy.data_shape().apply(load_spec("resnet_tiny"))
+    assert space.trial_base().name == "cotnet_tiny" and space.trial_base().in_chans == 1  # the original keeps its own
+    assert copy != space and copy.model_copy() == copy

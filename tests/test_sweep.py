@@ -19,13 +19,14 @@ import yaml
 from torch import nn
 
 import cotsearch
-from cotsearch.bench import analysis
+from cotsearch.bench import analysis, ranking, simulate, table
 from cotsearch.bench.sweep import enumerate_specs, make_row, read_rows, row_configs, write_table
 from cotsearch.search import proxies
 from cotsearch.search.prescreen import cutoff, random_candidates
 from cotsearch.search.searcher import StudySearcher
-from cotsearch.search.space import PROXY_NAMES, SearchSpace, load_space
+from cotsearch.search.space import PROXY_NAMES, Prescreen, SearchSpace, load_space
 from cotsearch.search.trial import train_trial
+from cotsearch.search.trial_types import TrialConfig, TrialId, TrialKind, TrialResult, failed
 
 from helpers import SPACES, cli
 
@@ -176,8 +177,7 @@ def test_bad_prescreen_settings_are_refused(tmp_path, fake_fmnist, prescreen, me
         load_space(write_tiny_space(tmp_path, fake_fmnist, search={"prescreen": prescreen}))
 
 
-def test_the_searcher_trains_only_what_the_prescreen_admits(tmp_path, fake_fmnist):
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+def test_the_searcher_trains_only_what_the_prescreen_admits(tmp_path, fake_fmnist, quiet_optuna):
     space = load_space(write_tiny_space(tmp_path, fake_fmnist, search={
         "prescreen": {"proxy": "macs", "pool": 40, "keep": 0.5}, "sampler": "random"}))
     draws = [c for c, _ in zip((c for c in random_candidates(space, 0) if c is not None), range(40))]
@@ -190,8 +190,8 @@ def test_the_searcher_trains_only_what_the_prescreen_admits(tmp_path, fake_fmnis
     admitted = {h for h, macs in pool.items() if macs >= threshold}
     trained = set()
     for i in range(len(admitted)):  # each call samples until it finds a spec to train
-        config = searcher.suggest(f"t{i}")
-        trained.add(cotsearch.BackboneSpec.model_validate_json(config["spec"]).spec_hash())
+        config = TrialConfig.from_ray(searcher.suggest(f"t{i}"))
+        trained.add(config.spec_hash)
         searcher.on_trial_complete(f"t{i}", {"val_top1": 0.5, "epoch": space.train.epochs})
     assert trained == admitted
     screened = [t for t in study.trials if t.user_attrs.get("reason", "").startswith("pre-screened: macs")]
@@ -211,11 +211,14 @@ def start_sweep(space, *args):
                             env={**os.environ, **ONE_THREAD})
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_without_training_a_finished_row_again(tmp_path, fake_fmnist, ray_address):
     space = write_tiny_space(tmp_path, fake_fmnist, params={"stages.3.blocks": {"choice": ["cot", "conv"]}})
     out = tmp_path / "sweep"
     args = ["--all", "--seeds", "2", "--address", ray_address]  # the rows run on the module's Ray cluster
-    proc = start_sweep(space, *args, "--out", out)
+    # One row at a time until the kill: when the first row is written the next has only begun,
+    # so the kill comes with rows left to train unless this test stalls for three rows' training.
+    proc = start_sweep(space, *args, "--max-concurrent", "1", "--out", out)
     deadline = time.time() + 120
     while not list((out / "rows").glob("*.json")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
@@ -250,10 +253,11 @@ def test_a_killed_sweep_resumes_without_training_a_finished_row_again(tmp_path, 
     # The same row trained by the trial code without Ray (as the benchmark's rows were trained on
     # a GPU machine that has no Ray) is the same row.
     saved = SearchSpace.model_validate_json((out / "space.json").read_text())
-    config = next(c for c in row_configs(enumerate_specs(saved), 2, saved.train.seed) if c["number"] == f"{h}-s1")
-    results = []
-    train_trial(config, saved, str(tmp_path / "without-ray"), results.append, "here")
-    curve = {r["epoch"]: r["val_top1"] for r in results if "epoch" in r}
+    config = next(c for c in row_configs(enumerate_specs(saved), 2, saved.train.seed) if str(c.id) == f"{h}-s1")
+    reported = []
+    train_trial(config, saved, str(tmp_path / "without-ray"), reported.append, "here")
+    results = [TrialResult.of(r) for r in reported]
+    curve = {r.epoch: r.val_top1 for r in results if r.is_epoch}
     again = make_row(config, results[-1], curve, json.loads((out / "proxies.json").read_text()))
     stored = read_rows(out)[f"{h}-s1"]
     for key in ("state", "val_top1_epoch_1", "val_top1_epoch_2", "test_top1", "params", "macs", "naswot"):
@@ -268,14 +272,15 @@ def test_a_failed_row_is_recorded_with_its_reason_and_not_counted_as_finished(tm
     from cotsearch.bench.sweep import FINISHED
     from cotsearch.bench.sweep_runner import RowWriter
 
-    config = {"number": "abc-s1", "cost": {"params": 10, "macs": 20},
-              "sweep": {"spec_hash": "abc", "seed": 1, "choices": {"stages.3.blocks": "cot"}}}
-    trial = SimpleNamespace(trial_id="t", config={"row": config},
-                            last_result={"failed": True, "error": "TrainingDiverged: loss is nan", "epoch": 0})
-    writer = RowWriter(tmp_path, {"abc": {"naswot": 1.5}}, Console(file=open(os.devnull, "w")), total=1)
+    spec = cotsearch.load_spec("cotnet_tiny")
+    config = TrialConfig(id=TrialId(kind=TrialKind.SWEEP, key=spec.spec_hash(), seed=1), spec=spec,
+                         cost=cotsearch.estimate_cost(spec), seed=1, sampled={"stages.3.blocks": "cot"})
+    trial = SimpleNamespace(trial_id="t", config=config.ray_config(),
+                            last_result=failed("TrainingDiverged: loss is nan").report())
+    writer = RowWriter(tmp_path, {spec.spec_hash(): {"naswot": 1.5}}, Console(file=open(os.devnull, "w")), total=1)
     writer.on_trial_result(0, [], trial, {"epoch": 1, "val_top1": 0.4})
     writer.on_trial_complete(0, [], trial)
-    row = read_rows(tmp_path)["abc-s1"]
+    row = read_rows(tmp_path)[f"{spec.spec_hash()}-s1"]
     assert (row["state"], row["error"], row["seed"], row["stages.3.blocks"]) == (
         "failed", "TrainingDiverged: loss is nan", 1, "cot")
     assert row["val_top1_epoch_1"] == 0.4 and row["naswot"] == 1.5 and row["state"] not in FINISHED
@@ -309,24 +314,24 @@ def write_synthetic_sweeps(tmp_path, fake_fmnist):
 
 
 def test_rank_correlations_against_worked_examples():
-    assert analysis.kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)  # 5 concordant, 1 discordant
-    assert analysis.spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(1 - 6 * 2 / (4 * 15))
-    assert analysis.kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(2 * 3))  # tau-b with a tie
-    assert analysis.spearman([1, 1, 2], [3, 2, 1]) == pytest.approx(-math.sqrt(3) / 2)
+    assert ranking.kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)  # 5 concordant, 1 discordant
+    assert ranking.spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(1 - 6 * 2 / (4 * 15))
+    assert ranking.kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(2 * 3))  # tau-b with a tie
+    assert ranking.spearman([1, 1, 2], [3, 2, 1]) == pytest.approx(-math.sqrt(3) / 2)
 
 
 def test_the_analysis_of_a_table_whose_answers_are_known(tmp_path, fake_fmnist):
     space, truth = write_synthetic_sweeps(tmp_path, fake_fmnist)
-    bench = analysis.Bench.load(tmp_path / "search", tmp_path / "reference")
-    found = {label: (tau, rho, n) for label, tau, rho, n in analysis.correlations(bench)}
+    bench = table.Bench.load(tmp_path / "search", tmp_path / "reference")
+    found = {label: (tau, rho, n) for label, tau, rho, n in ranking.correlations(bench)}
     assert found["naswot"] == pytest.approx((1, 1, 9)) and found["zico"] == pytest.approx((-1, -1, 9))
     assert found["search recipe, val top-1 after epoch 1 (seed 0 alone)"] == pytest.approx((1, 1, 9))
     assert found["noise ceiling: reference test top-1, seed 0 against seed 1"] == pytest.approx((1, 1, 9))
     assert abs(found["synflow"][0]) < 1
-    noise, spread, pairs = analysis.seed_noise(bench)
+    noise, spread, pairs = table.seed_noise(bench)
     assert noise == 0 and spread == pytest.approx(np.std(list(truth.values()), ddof=1)) and pairs == 9
     # Each value's main effect: the mean top-1 of the specs with it, over the other parameter's values.
-    effects = {(p, v): (n, mean) for p, v, n, mean, _, _ in analysis.choice_effects(bench, list(space.params))}
+    effects = {(p, v): (n, mean) for p, v, n, mean, _, _ in table.choice_effects(bench, list(space.params))}
     for (param, value), (n, mean) in effects.items():
         specs = [c.spec.spec_hash() for c in enumerate_specs(space) if c.sampled[param] == value]
         assert n == len(specs) == 3 and mean == pytest.approx(np.mean([truth[h] for h in specs]))
@@ -334,12 +339,12 @@ def test_the_analysis_of_a_table_whose_answers_are_known(tmp_path, fake_fmnist):
     best = max(truth.values())
     # Without noise and with a budget of the whole table, every strategy ends with the best spec.
     for strategy in ("random", "tpe", "nsga2"):
-        chosen = bench.truth()[analysis.simulate(bench, space, strategy, budget=9, runs=3)]
+        chosen = bench.truth()[simulate.simulate(bench, space, strategy, budget=9, runs=3)]
         assert chosen.shape == (3, 9) and (chosen[:, -1] == best).all(), strategy
     # A perfect proxy admits the best 3 specs: a budget of 3 finds the best; random search does not always.
-    screen = analysis.Prescreen(proxy="naswot", pool=200, keep=0.25)
-    assert (bench.truth()[analysis.simulate(bench, space, "tpe", 3, 5, screen)][:, -1] == best).all()
-    assert (bench.truth()[analysis.simulate(bench, space, "random", 3, 5)][:, -1] < best).any()
+    screen = Prescreen(proxy="naswot", pool=200, keep=0.25)
+    assert (bench.truth()[simulate.simulate(bench, space, "tpe", 3, 5, screen)][:, -1] == best).all()
+    assert (bench.truth()[simulate.simulate(bench, space, "random", 3, 5)][:, -1] < best).any()
 
     top = {c.sampled["stages.2.blocks"] + "," + c.sampled["stages.3.blocks"]: c.spec.spec_hash()
            for c in enumerate_specs(space)}

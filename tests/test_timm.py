@@ -276,8 +276,14 @@ def test_intermediates_refuse_other_formats_and_indices():
     model, x = preset("resnet_tiny", 28)
     with pytest.raises(ValueError, match="NCHW"):
         model.forward_intermediates(x, output_fmt="NHWC")
-    with pytest.raises(AssertionError):  # timm's index check
-        model.forward_intermediates(x, indices=[len(model.feature_info)])
+    n = len(model.feature_info)
+    for indices, message in (([n], rf"indices \[{n}\]: expected feature map indices in -{n}\.\.{n - 1}"),
+                             ([-n - 1], "expected feature map indices"), ([], "expected feature map indices"),
+                             (0, f"the last n feature maps need 1 <= n <= {n}"), (n + 1, "the last n feature maps")):
+        with pytest.raises(ValueError, match=message):
+            model.forward_intermediates(x, indices=indices)
+        with pytest.raises(ValueError, match=message):
+            model.prune_intermediate_layers(indices)
 
 
 def test_grad_checkpointing_keeps_outputs_and_gradients(monkeypatch):

@@ -30,9 +30,10 @@ from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_text
 from cotsearch.search.prescreen import Candidate, feasible, random_candidates
 from cotsearch.search.space import SearchSpace
+from cotsearch.search.trial_types import TrialConfig, TrialId, TrialKind, TrialResult, TrialState
 
 MAX_ENUMERATED = 20_000  # --all: combinations of choices that may be enumerated
-FINISHED = ("complete", "infeasible")  # rows a resumed sweep keeps; failed ones run again
+FINISHED = (TrialState.COMPLETE, TrialState.INFEASIBLE)  # rows a resumed sweep keeps; failed ones run again
 ROWS, TABLE, PROXIES, EDF = "rows", "sweep.csv", "proxies.json", "edf.png"
 
 
@@ -85,16 +86,13 @@ def sample_specs(space: SearchSpace, archs: int, seed: int) -> list[Candidate]:
     return list(found.values())
 
 
-def row_number(spec_hash: str, seed: int) -> str:
-    return f"{spec_hash}-s{seed}"
-
-
-def row_configs(candidates: list[Candidate], seeds: int, recipe_seed: int) -> list[dict]:
-    """run_trial's configs, one per (spec, seed): row seed s trains with recipe seed + s,
-    and the trial reports the final model's test top-1."""
-    return [{"number": row_number(c.spec.spec_hash(), s), "spec": c.spec.model_dump_json(), "cost": c.cost.to_dict(),
-             "seed": recipe_seed + s, "test": True,
-             "sweep": {"spec_hash": c.spec.spec_hash(), "seed": s, "choices": c.sampled}}
+def row_configs(candidates: list[Candidate], seeds: int, recipe_seed: int,
+                named: dict[str, str] | None = None) -> list[TrialConfig]:
+    """The trials' configs, one per (spec, seed): row seed s trains with recipe seed + s,
+    and the trial reports the final model's test top-1. `named`: spec hash -> the label of a
+    spec trained beside the space's sample (a scaled preset)."""
+    return [TrialConfig(id=TrialId(kind=TrialKind.SWEEP, key=c.spec.spec_hash(), seed=s), spec=c.spec, cost=c.cost,
+                        seed=recipe_seed + s, sampled=c.sampled, label=(named or {}).get(c.spec.spec_hash()))
             for c in candidates for s in range(seeds)]
 
 
@@ -120,23 +118,26 @@ def score_proxies(space: SearchSpace, candidates: list[Candidate], out: Path, co
     return scores
 
 
-def make_row(config: dict, last: dict, curve: dict[int, float], proxies: dict[str, dict],
+def make_row(config: TrialConfig, last: TrialResult, curve: dict[int, float], proxies: dict[str, dict],
              failure: str | None = None) -> dict:
     """The record of one finished (spec, seed) row: its trial's config, the trial's last
     result, its learning curve (epoch -> validation top-1) and the spec's proxies. `failure`
     is the reason of a trial that died without reporting one."""
-    meta = config["sweep"]
-    if last.get("failed") or failure is not None:
-        state, error = "failed", last.get("error") or failure or "the trial's worker raised or died"
+    spec_hash = config.spec_hash
+    if last.outcome == TrialState.FAILED or failure is not None:
+        state, error = TrialState.FAILED, last.error or failure or "the trial's worker raised or died"
+    elif last.outcome == TrialState.INFEASIBLE:
+        state, error = TrialState.INFEASIBLE, last.reason
     else:
-        state, error = ("infeasible", last["reason"]) if last.get("infeasible") else ("complete", "")
-    return {"spec_hash": meta["spec_hash"], "seed": meta["seed"], "state": state, **meta["choices"],
-            "params": config["cost"]["params"], "macs": config["cost"]["macs"], "latency_ms": last.get("latency_ms"),
-            "latency_shared": last.get("latency_shared"),
+        state, error = TrialState.COMPLETE, ""
+    return {"spec_hash": spec_hash, "seed": config.id.seed, "state": state.value, **(config.sampled or {}),
+            **({"named": config.label} if config.label else {}),
+            "params": config.cost.params, "macs": config.cost.macs, "latency_ms": last.latency_ms,
+            "latency_shared": last.latency_shared,
             **{f"val_top1_epoch_{e}": curve[e] for e in sorted(curve)},
-            "val_top1": curve[max(curve)] if curve else None, "test_top1": last.get("test_top1"),
-            "epochs": max(curve, default=0), "duration_s": last.get("duration_s"), "node": last.get("node"),
-            "device": last.get("device"), **proxies.get(meta["spec_hash"], {}), "error": error}
+            "val_top1": curve[max(curve)] if curve else None, "test_top1": last.test_top1,
+            "epochs": max(curve, default=0), "duration_s": last.duration_s, "node": last.node,
+            "device": last.device, **proxies.get(spec_hash, {}), "error": error}
 
 
 def write_row(out: Path, number: str, row: dict) -> None:
@@ -164,10 +165,11 @@ def write_table(out: Path, rows: list[dict]) -> Path:
 
 
 def spec_errors(rows: list[dict]) -> dict[str, float]:
-    """Spec hash -> test error (1 - top-1), averaged over its finished seeds."""
+    """Spec hash -> test error (1 - top-1), averaged over its finished seeds; of the space's
+    specs only (not the named ones trained beside them)."""
     by_spec: dict[str, list[float]] = {}
     for r in rows:
-        if r["state"] == "complete" and r.get("test_top1") is not None:
+        if r["state"] == TrialState.COMPLETE and r.get("test_top1") is not None and not r.get("named"):
             by_spec.setdefault(r["spec_hash"], []).append(1.0 - float(r["test_top1"]))
     return {h: float(np.mean(v)) for h, v in by_spec.items()}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from ray import tune
 from rich.console import Console
 
+from cotsearch.bench.scaled_presets import ScaledPreset, scale_to_budget
 from cotsearch.bench.sweep import (
     EDF,
     FINISHED,
@@ -25,8 +26,9 @@ from cotsearch.bench.sweep import (
 from cotsearch.files import save_figure
 from cotsearch.process.ctrl_c import CtrlC
 from cotsearch.search.records import worker_failure
-from cotsearch.search.runner import ray_session, trial_trainable
+from cotsearch.search.session import grid_tuner, ray_session
 from cotsearch.search.space import SearchSpace
+from cotsearch.search.trial_types import TrialConfig, TrialResult, TrialState
 
 
 class RowWriter(tune.Callback):
@@ -45,42 +47,52 @@ class RowWriter(tune.Callback):
         self.console = Console(stderr=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" in result and not result.get("failed") and not result.get("infeasible"):
-            self.curves.setdefault(trial.trial_id, {})[result["epoch"]] = result["val_top1"]
+        result = TrialResult.of(result)
+        if result.is_epoch and result.val_top1 is not None:
+            self.curves.setdefault(trial.trial_id, {})[result.epoch] = result.val_top1
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.on_trial_result(iteration, trials, trial, trial.last_result or {})
-        self.write(trial, trial.last_result or {})
+        self.write(trial, TrialResult.of(trial.last_result))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.write(trial, {"failed": True})
+        self.write(trial, TrialResult(outcome=TrialState.FAILED))
 
-    def write(self, trial, last: dict) -> None:
-        config = trial.config["row"]
-        number = config["number"]
+    def write(self, trial, last: TrialResult) -> None:
+        config = TrialConfig.from_ray(trial.config)
+        last = last.checked(config)
         failure = None
-        if last.get("failed") and not last.get("error"):  # the worker died without reporting
-            failure = worker_failure(self.out, number)
+        if last.outcome == TrialState.FAILED and not last.error:  # the worker died without reporting
+            failure = worker_failure(self.out, config.id)
         row = make_row(config, last, self.curves.pop(trial.trial_id, {}), self.proxies, failure)
-        write_row(self.out, number, row)
+        write_row(self.out, str(config.id), row)
         self.done += 1
-        what = row["error"] if row["state"] != "complete" else \
+        what = row["error"] if row["state"] != TrialState.COMPLETE else \
             f"val top-1 {row['val_top1']:.2%}, test top-1 {row['test_top1']:.2%}"
-        self.console.print(f"[{time.time() - self.started:6.0f}s] {self.done}/{self.total} row {number} {row['state']}: "
+        self.console.print(f"[{time.time() - self.started:6.0f}s] {self.done}/{self.total} row {config.id} {row['state']}: "
                            f"{what}", highlight=False, soft_wrap=True)
 
 
 def run_sweep(space: SearchSpace, out: Path, archs: int | None, seeds: int, resume: bool = False,
-              address: str | None = None, proxies: bool = True, console: Console | None = None) -> Path:
-    """Train every row still to train (archs None: every feasible spec); returns sweep.csv."""
+              address: str | None = None, proxies: bool = True, console: Console | None = None,
+              scaled_presets: list[str] | None = None) -> Path:
+    """Train every row still to train (archs None: every feasible spec), and each of
+    `scaled_presets` scaled to the space's budget (cotsearch.bench.scaled_presets) with the
+    same seeds; returns sweep.csv."""
     console = console or Console(stderr=True)
     candidates = enumerate_specs(space) if archs is None else sample_specs(space, archs, space.search.seed)
+    sampled = {c.spec.spec_hash() for c in candidates}
+    # A scaled preset that is one of the space's own sampled specs stays one of them, unnamed.
+    scaled = [s for s in (scale_to_budget(space, name) for name in dict.fromkeys(scaled_presets or []))
+              if s.spec.spec_hash() not in sampled]
+    named = {s.spec.spec_hash(): s.label for s in scaled}
+    candidates += [s.candidate() for s in scaled]
     with ray_session(space, out, resume, address) as space:
         scores = score_proxies(space, candidates, out, console) if proxies else {}
-        configs = row_configs(candidates, seeds, space.train.seed)
+        configs = row_configs(candidates, seeds, space.train.seed, named)
         done = {n for n, row in read_rows(out).items() if row["state"] in FINISHED}
-        todo = [c for c in configs if c["number"] not in done]
-        console.print(f"sweep {space.name}: {len(candidates)} specs x {seeds} seeds; {len(configs) - len(todo)} "
+        todo = [c for c in configs if str(c.id) not in done]
+        console.print(f"sweep {space.name}: {len(candidates)} specs x {seeds} seeds{_scaled_text(scaled)}; {len(configs) - len(todo)} "
                       f"rows finished, {len(todo)} to train in {out}", highlight=False, soft_wrap=True)
         if todo:
             ctrl_c = CtrlC()
@@ -92,14 +104,11 @@ def run_sweep(space: SearchSpace, out: Path, archs: int | None, seeds: int, resu
     return write_table(out, rows)
 
 
-def _train(space: SearchSpace, out: Path, todo: list[dict], callbacks: list) -> None:
-    attempt = len(list(out.glob("ray-sweep-*"))) + 1
-    tuner = tune.Tuner(
-        trial_trainable(space, out), param_space={"row": tune.grid_search(todo)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=space.search.max_concurrent_trials, reuse_actors=True,
-                                    trial_dirname_creator=lambda trial: trial.config["row"]["number"]),
-        run_config=tune.RunConfig(storage_path=str(out.resolve()), name=f"ray-sweep-{attempt}", verbose=0,
-                                  callbacks=callbacks,
-                                  failure_config=tune.FailureConfig(max_failures=space.search.max_retries)))
-    tuner.fit()
+def _scaled_text(scaled: list[ScaledPreset]) -> str:
+    """The scaled presets a sweep trains beside the space's specs, for its first line."""
+    return "".join(f", and {s.label} ({s.cost.macs / 1e6:.2f} M MACs)" for s in scaled)
 
+
+def _train(space: SearchSpace, out: Path, todo: list[TrialConfig], callbacks: list) -> None:
+    attempt = len(list(out.glob("ray-sweep-*"))) + 1
+    grid_tuner(space, out, todo, f"ray-sweep-{attempt}", callbacks).fit()

@@ -21,7 +21,7 @@ from cotsearch.cli.app import (
     err_console,
     validated,
 )
-from cotsearch.errors import CotsearchError
+from cotsearch.errors import CotsearchError, SearchInterrupted
 
 
 @app.command()
@@ -66,7 +66,7 @@ def tune(
     space = _space_with(space_file, search, dict(epochs=epochs, train_limit=train_limit, data=data, device=device))
     run_dir = _run_dir(space.name, out, resume)
     _check_before_ray(space, run_dir, resume is not None)
-    from cotsearch.search.runner import SearchInterrupted, run_search  # Ray: only once the space is valid
+    from cotsearch.search.runner import run_search  # Ray: only once the space is valid
 
     try:
         outcome = run_search(space, run_dir, resume=resume is not None, address=address, console=err_console)
@@ -128,11 +128,16 @@ def sweep(
     device: Annotated[Optional[str], typer.Option(help="the rows' device: auto, cpu or cuda")] = None,
     proxies: Annotated[bool, typer.Option(help="score every spec with the zero-cost proxies first")] = True,
     latency_isolated: LatencyIsolatedOption = None,
+    scaled_preset: Annotated[Optional[list[str]], typer.Option(
+        help="also train this preset scaled by width to the space's budget, with the same seeds: the hand-made "
+             "choice a search must beat (repeatable)")] = None,
 ):
     """Train many specs of a space, each with several seeds: sweep.csv (a tabular benchmark) and edf.png."""
-    from cotsearch.bench.sweep_runner import run_sweep
-    from cotsearch.search.runner import SearchInterrupted
+    import optuna
 
+    from cotsearch.bench.sweep_runner import run_sweep
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line for the specs' draw
     if (archs is None) == (not all_specs):
         raise CotsearchError("give --archs N or --all, one of them")
     space = _space_with(space_file, dict(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
@@ -142,7 +147,7 @@ def sweep(
     _check_before_ray(space, out_dir, resume is not None)
     try:
         table = run_sweep(space, out_dir, archs, seeds, resume=resume is not None, address=address, proxies=proxies,
-                          console=err_console)
+                          console=err_console, scaled_presets=scaled_preset)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP
         raise SearchInterrupted(f"interrupted: the finished rows are kept in {out_dir}; resume with the same command "
                                 f"and --resume {out_dir} instead of --out") from None
@@ -175,7 +180,7 @@ def proxies(
     from cotsearch.bench.sweep import sample_specs
     from cotsearch.data.load import load_data
     from cotsearch.search.proxies import proxy_batch, score_spec
-    from cotsearch.search.runner import describe_choices
+    from cotsearch.search.records import describe_choices
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     splits = load_data(data or recipe.data, train_limit=recipe.train_limit, val_size=recipe.val_size,
@@ -205,7 +210,9 @@ def analyze(
     reference_dir: Annotated[Path, typer.Argument(help="a sweep of the same space with a longer reference recipe")],
     out: Annotated[Optional[Path], typer.Option(help="where analysis.md and its plots go (default: SEARCH_DIR's parent)")] = None,
     runs: Annotated[int, typer.Option(min=1, help="seeds of each simulated search")] = 200,
-    budget: Annotated[Optional[int], typer.Option(min=1, help="trained trials per simulated search (default: the space's)")] = None,
+    budget: Annotated[Optional[list[int]], typer.Option(min=1, help="trainings per simulated search; repeatable, e.g. "
+                                                                    "--budget 16 --budget 32 --budget 64 (default: the "
+                                                                    "space's trials)")] = None,
     named: Annotated[Optional[list[str]], typer.Option(help="NAME (a preset) or LABEL=V1,V2,... (a value per parameter, "
                                                            "in order) to rank; repeatable")] = None,
     prescreen: Annotated[Optional[list[str]], typer.Option(help="proxy for TPE with pre-screening; repeatable "
@@ -240,12 +247,17 @@ def analyze(
     for row in signal_rows(found.signal, found.val_images):
         table.add_row(*row)
     console.print(table, signal_verdict(found.signal))
-    for name, outcomes in found.outcomes.items():
-        table = Table("strategy", "trainings", "reference top-1", "95% CI", "regret (points)", "in the top 5%",
-                      title=f"simulated searches reading {name}")
-        for outcome in outcomes:
-            s = outcome.summary(found.truth)
-            table.add_row(outcome.name, " + ".join(map(str, outcome.trainings)), f"{s['mean']:.2%}", f"±{s['ci']:.2%}",
-                          f"{100 * s['regret']:.2f}", f"{s['top']:.0%}")
-        console.print(table)
+    for trainings, by_reading in found.by_budget.items():
+        for name, outcomes in by_reading.items():
+            table = Table("strategy", "trainings", "reference top-1", "95% CI", "regret (points)", "in the top 5%",
+                          title=f"simulated searches of {trainings} trainings reading {name}")
+            for outcome in outcomes:
+                s = outcome.summary(found.truth)
+                table.add_row(outcome.name, " + ".join(map(str, outcome.trainings)), f"{s['mean']:.2%}",
+                              f"±{s['ci']:.2%}", f"{100 * s['regret']:.2f}", f"{s['top']:.0%}")
+            console.print(table)
+    for trainings, persons in found.persons.items():
+        for p in persons:
+            console.print(f"{trainings} trainings, {p.strategy} against {p.preset}: {100 * p.difference:+.2f} ± "
+                          f"{100 * p.half_width:.2f} points of reference top-1 ({p.verdict})", highlight=False)
     console.print(f"wrote {found.report}")

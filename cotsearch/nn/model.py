@@ -10,12 +10,28 @@ import torch.utils.checkpoint
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import create_classifier, get_act_layer
 from timm.models import PretrainedCfg
-from timm.models._features import feature_take_indices  # timm's own models use it from here
 from torch import nn
 
 from cotsearch.arch.plan import StemPlan, plan_network
 from cotsearch.arch.spec import BackboneSpec
 from cotsearch.nn.blocks import Bottleneck
+
+
+def feature_indices(num_features: int, indices: int | list[int] | tuple[int, ...] | None) -> tuple[list[int], int]:
+    """The feature maps `indices` picks, as timm's models read it (None: all; n: the last n; a
+    list: those, negative from the end), counted from the start, and the largest. Written here
+    because timm has it only in a private module (timm.models._features.feature_take_indices)."""
+    if indices is None:
+        indices = num_features
+    if isinstance(indices, int):
+        if not 0 < indices <= num_features:
+            raise ValueError(f"indices {indices}: the last n feature maps need 1 <= n <= {num_features}")
+        picked = list(range(num_features - indices, num_features))
+    else:
+        picked = [num_features + i if i < 0 else i for i in indices]
+        if not picked or not all(0 <= i < num_features for i in picked):
+            raise ValueError(f"indices {list(indices)}: expected feature map indices in -{num_features}..{num_features - 1}")
+    return picked, max(picked)
 
 
 def make_stem(stem: StemPlan, act_layer: type[nn.Module]) -> nn.Module:
@@ -143,7 +159,7 @@ class CoTNet(nn.Module):
         final features are then that stage's). There is no final norm, so `norm` changes nothing."""
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt {output_fmt!r}: only NCHW")
-        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        take_indices, max_index = feature_indices(len(self.feature_info), indices)
         intermediates = []
         x = self.act1(self.bn1(self.conv1(x)))
         if 0 in take_indices:
@@ -162,7 +178,7 @@ class CoTNet(nn.Module):
         """Drop the stages after the last feature `indices` picks (timm's feature getter calls
         this), and the head. Returns the picked indices, counted from the start. The spec and
         plan keep describing the whole network."""
-        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        take_indices, max_index = feature_indices(len(self.feature_info), indices)
         for name in self.stage_names[max_index:]:
             setattr(self, name, nn.Sequential())  # empty, so every loop over the stages still runs
         if max_index == 0:

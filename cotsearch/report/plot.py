@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter, PercentFormatter
 
-from cotsearch.search.records import TrialRecord
+from cotsearch.search.trial_types import TrialRecord, TrialState
 
 TOP1 = PercentFormatter(1.0)
 STOPPED_COLOR = "tab:red"
@@ -49,7 +49,7 @@ def plot_pareto(rows: list[TrialRecord], references: list[dict], budgets: dict) 
     fig = Figure(figsize=(11, 4.8))
     for ax, (key, label, scale, limit) in zip(fig.subplots(1, 2), panels):
         trained = [r for r in rows if r.trained and r.val_top1 is not None and getattr(r, key) is not None]
-        infeasible = [r for r in rows if r.state == "infeasible" and getattr(r, key) is not None]
+        infeasible = [r for r in rows if r.state == TrialState.INFEASIBLE and getattr(r, key) is not None]
         refs = [ref for ref in references if ref.get(key) is not None and ref.get("val_top1") is not None]
         top1s = [r.val_top1 for r in trained] + [ref["val_top1"] for ref in refs]
         low, high = (min(top1s), max(top1s)) if top1s else (0.0, 1.0)
@@ -63,8 +63,8 @@ def plot_pareto(rows: list[TrialRecord], references: list[dict], budgets: dict) 
 
         # a reading ASHA stopped after fewer epochs is not comparable with a finished one: drawn
         # apart (red triangles) and left off the front; hollow: latency measured beside another trial
-        finished = [r for r in trained if r.state == "complete"]
-        stopped = [r for r in trained if r.state != "complete"]
+        finished = [r for r in trained if r.state == TrialState.COMPLETE]
+        stopped = [r for r in trained if r.state != TrialState.COMPLETE]
         after = "/".join(map(str, sorted({r.epochs for r in stopped if r.epochs})))
         for group, marker, color, label in ((finished, "o", "tab:blue", "fully trained"),
                                             (stopped, "v", STOPPED_COLOR,
@@ -109,12 +109,12 @@ def plot_best_so_far(rows: list[TrialRecord], finished_min: dict[int, float]) ->
     trained = [r for r in rows if r.trained and r.val_top1 is not None]
     for ax, x_of, label in zip(fig.subplots(1, 2), (lambda r: r.trial, lambda r: finished_min[r.trial]),
                                ("trial number", "minutes since the search started")):
-        for state, color in (("complete", "tab:blue"), ("stopped", STOPPED_COLOR)):
+        for state, color in ((TrialState.COMPLETE, "tab:blue"), (TrialState.STOPPED, STOPPED_COLOR)):
             mine = [r for r in trained if r.state == state]
             if mine:
                 ax.scatter([x_of(r) for r in mine], [r.val_top1 for r in mine], c=color, s=18, zorder=3,
-                           label="fully trained" if state == "complete" else "stopped early by ASHA")
-        complete = sorted((r for r in trained if r.state == "complete"), key=x_of)
+                           label="fully trained" if state == TrialState.COMPLETE else "stopped early by ASHA")
+        complete = sorted((r for r in trained if r.state == TrialState.COMPLETE), key=x_of)
         if complete:
             best = np.maximum.accumulate([r.val_top1 for r in complete])
             ax.step([x_of(r) for r in complete], best, where="post", c="tab:blue", label="best so far")
@@ -125,23 +125,23 @@ def plot_best_so_far(rows: list[TrialRecord], finished_min: dict[int, float]) ->
     return fig
 
 
-def plot_learning_curves(curves: dict[int, dict[int, float]], states: dict[int, str]) -> Figure:
+def plot_learning_curves(curves: dict[int, dict[int, float]], states: dict[int, TrialState]) -> Figure:
     """Validation top-1 per epoch of every trial; where each curve ends says how the trial
     ended: trained to the last epoch, stopped by ASHA, still running, or failed."""
     fig = Figure(figsize=(11, 4.5))
     ax = fig.subplots()
-    ends = {"complete": ("o", "tab:blue", "tab:blue", "trained to the last epoch"),
-            "stopped": ("X", STOPPED_COLOR, STOPPED_COLOR, "stopped by ASHA"),
-            "running": ("o", "none", "tab:blue", "still running"),
-            "other": ("s", "0.4", "0.4", "failed or interrupted")}
+    ends = {TrialState.COMPLETE: ("o", "tab:blue", "tab:blue", "trained to the last epoch"),
+            TrialState.STOPPED: ("X", STOPPED_COLOR, STOPPED_COLOR, "stopped by ASHA"),
+            TrialState.RUNNING: ("o", "none", "tab:blue", "still running"),
+            None: ("s", "0.4", "0.4", "failed or interrupted")}  # None: any other end
     shown = set()
     for number, curve in sorted(curves.items()):
-        end = states[number] if states[number] in ends else "other"
+        end = states[number] if states[number] in ends else None
         marker, face, edge, _ = ends[end]
         epochs = sorted(curve)
         ax.plot(epochs, [curve[e] for e in epochs], c=edge, alpha=0.6, lw=1)
         ax.scatter([epochs[-1]], [curve[epochs[-1]]], marker=marker, facecolors=face, edgecolors=edge,
-                   s=45 if end == "stopped" else 22, zorder=3)
+                   s=45 if end == TrialState.STOPPED else 22, zorder=3)
         shown.add(end)
     if curves:
         ax.legend(handles=[Line2D([], [], ls="", marker=m, markerfacecolor=f, markeredgecolor=e, label=text)
@@ -182,7 +182,7 @@ def plot_choices(params: dict[str, list[str] | None], rows: list[TrialRecord], l
     rng = np.random.default_rng(0)  # the same jitter in every report of a run
     for ax, (name, choices) in zip(axes, params.items()):
         mine = [r for r in trained if name in r.sampled]
-        colors = [STOPPED_COLOR if r.state == "stopped" else "tab:blue" for r in mine]
+        colors = [STOPPED_COLOR if r.state == TrialState.STOPPED else "tab:blue" for r in mine]
         if choices is None:
             ax.scatter([r.sampled[name] for r in mine], [r.val_top1 for r in mine], c=colors, s=18)
         else:

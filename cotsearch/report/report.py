@@ -12,6 +12,7 @@ import difflib
 import html
 import json
 import warnings
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -24,13 +25,14 @@ from cotsearch.data.shape import DataShape
 from cotsearch.files import atomic_write_bytes, atomic_write_text, check_writable, figure_png, is_our_figure
 from cotsearch.report import plot
 from cotsearch.search.confirm import read_confirmation
-from cotsearch.search.records import TrialRecord, best_record, open_study, records
+from cotsearch.search.records import best_record, choice_labels, finished, open_study, records
 from cotsearch.search.rundir import SPACE_FILE
 from cotsearch.search.space import SearchSpace
+from cotsearch.search.trial_types import TrialRecord, TrialState
 
 REPORT = "report.html"
 TOP_TRIALS = 10
-STATES = ("complete", "stopped", "running", "failed", "interrupted", "infeasible", "duplicate")
+STATES = [s for s in TrialState if s != TrialState.WAITING]  # counted, in this order (queued reruns are not)
 
 
 def write_report(run_dir: Path, output: Path | None = None) -> Path:
@@ -77,7 +79,7 @@ def write_report(run_dir: Path, output: Path | None = None) -> Path:
                         f'<img alt="{_e(title)}" src="data:image/png;base64,{image}">')
     confirmation = read_confirmation(run_dir)
     chosen = (confirmation or {}).get("chosen")
-    best = next((r for r in rows if chosen and str(r.trial) == chosen["name"]), None) or best_record(study)
+    best = next((r for r in rows if chosen and str(r.trial) == chosen["name"]), None) or best_record(rows)
     page = _page(space, run_dir, rows, references, sections, best, _best_test_top1(run_dir, best), confirmation)
     ours = None if output.parent.resolve() == run_dir.resolve() else is_our_figure
     for path in (output, *pngs):
@@ -113,7 +115,7 @@ def param_importances(trials: list[FrozenTrial]) -> tuple[dict[str, float] | Non
     """Optuna's PED-ANOVA importances of the parameters for validation top-1, over the fully
     trained trials (as Optuna, it leaves out those stopped early); None and the reason when
     there are too few."""
-    complete = [t for t in trials if t.user_attrs.get("state") == "complete"]
+    complete = [t for t in trials if t.user_attrs.get("state") == TrialState.COMPLETE]
     if len(complete) < 2:
         return None, f"Parameter importances need at least 2 fully trained trials; the run has {len(complete)}."
     study = optuna.create_study(direction="maximize")
@@ -126,13 +128,6 @@ def param_importances(trials: list[FrozenTrial]) -> tuple[dict[str, float] | Non
         return None, f"No parameter importances from {len(complete)} fully trained trials: {caught[0].message}"
     return values, (f"PED-ANOVA importance of each parameter for reaching the top 10% of validation top-1, "
                     f"over the {len(complete)} fully trained trials.")
-
-
-def choice_labels(space: SearchSpace) -> dict[str, dict]:
-    """A parameter's encoded choice (as Optuna stores it) -> its text: [cot, conv] -> cot+conv."""
-    return {name: {label: "+".join(map(str, value)) if isinstance(value, list) else str(value)
-                   for label, value in zip(p.labels(), p.choice)}
-            for name, p in space.params.items() if p.choice is not None}
 
 
 def spec_diff(space: SearchSpace, spec_json: str) -> str:
@@ -194,13 +189,12 @@ def _confirmation_html(confirmation: dict | None) -> str:
 def _page(space: SearchSpace, run_dir: Path, rows: list[TrialRecord], references: list[dict],
           sections: list[str], best: TrialRecord | None, test_top1: float | None,
           confirmation: dict | None = None) -> str:
-    counts = {s: sum(r.state == s for r in rows) for s in STATES}
-    done = sum(counts[s] for s in ("complete", "stopped", "failed")) + sum(
-        r.state == "infeasible" and r.latency_ms is not None for r in rows)  # over the latency budget on Ray
+    counts = Counter(r.state for r in rows)
+    done = finished(rows)
     banner = ""
-    if counts["running"] or done < space.search.trials:
+    if counts[TrialState.RUNNING] or done < space.search.trials:
         banner = (f'<p class="banner">In progress or stopped early: {done} of {space.search.trials} trials finished, '
-                  f'{counts["running"]} running. Run <code>cotsearch report {_e(run_dir)}</code> again for the '
+                  f'{counts[TrialState.RUNNING]} running. Run <code>cotsearch report {_e(run_dir)}</code> again for the '
                   f'latest.</p>')
     labels = choice_labels(space)
 
@@ -211,7 +205,7 @@ def _page(space: SearchSpace, run_dir: Path, rows: list[TrialRecord], references
         return "-" if value is None else f"{value:.2f}" + (" (shared node)" if shared else "")
 
     trained = sorted((r for r in rows if r.trained and r.val_top1 is not None), key=lambda r: -r.val_top1)
-    top = [[str(r.trial), r.state if r.state == "complete" else f"{r.state} after {r.epochs} epochs",
+    top = [[str(r.trial), r.state if r.state == TrialState.COMPLETE else f"{r.state} after {r.epochs} epochs",
             _pct(r.val_top1) + (f" ± {_pct(r.val_top1_se)}" if r.val_top1_se is not None else ""),
             str(r.epochs or "-"), _mega(r.macs, 1), _mega(r.params, 2),
             latency(r.latency_ms, r.latency_shared), choices(r)] for r in trained[:TOP_TRIALS]]

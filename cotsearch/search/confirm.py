@@ -25,9 +25,10 @@ from cotsearch.arch.load import load_spec
 from cotsearch.arch.spec import BackboneSpec
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.files import atomic_write_text
-from cotsearch.search.records import NOISE_FILE, TrialRecord
+from cotsearch.search.records import NOISE_FILE
 from cotsearch.search.space import SearchSpace
 from cotsearch.search.stats import Interval, Noise, Verdict, choose, mean_interval, paired_difference, verdict
+from cotsearch.search.trial_types import TrialConfig, TrialId, TrialKind, TrialRecord, TrialResult, TrialState
 
 RUNS_FILE, REFERENCES_FILE = "confirm.json", "references.json"
 
@@ -36,7 +37,7 @@ def candidates(space: SearchSpace, rows: list[TrialRecord]) -> list[TrialRecord]
     """The fully trained trials with the best readings, one per spec, best first."""
     if space.search.confirm is None:
         return []
-    done = sorted((r for r in rows if r.state == "complete" and r.val_top1 is not None),
+    done = sorted((r for r in rows if r.state == TrialState.COMPLETE and r.val_top1 is not None),
                   key=lambda r: (-r.val_top1, r.macs or 0, r.trial))
     picked, seen = [], set()
     for r in done:
@@ -46,26 +47,19 @@ def candidates(space: SearchSpace, rows: list[TrialRecord]) -> list[TrialRecord]
     return picked[: space.search.confirm.top]
 
 
-def planned_runs(space: SearchSpace, rows: list[TrialRecord]) -> list[dict]:
-    """The confirmation's trial configs (as the trainable takes them): every candidate and every
-    reference with each of the reference seeds, fitted to the data and priced here, as the
-    searched trials are."""
+def planned_runs(space: SearchSpace, rows: list[TrialRecord]) -> list[TrialConfig]:
+    """The confirmation's trial configs: every candidate and every reference with each of the
+    reference seeds, fitted to the data and priced here, as the searched trials are."""
     seeds = space.search.reference_seeds(space.train.seed)
     references = {name: space.data_shape().apply(load_spec(name)) for name in space.search.references}
     reference_hashes = {spec.spec_hash() for spec in references.values()}
     # a candidate that is a reference preset's network is not trained twice: with the same seeds
     # and recipe its runs are the reference's (summarize reads them for it)
-    specs = [("candidate", str(r.trial), BackboneSpec.model_validate_json(r.spec_json))
+    specs = [(TrialKind.CONFIRM, r.trial, BackboneSpec.model_validate_json(r.spec_json))
              for r in candidates(space, rows) if r.spec_hash not in reference_hashes]
-    specs += [("reference", name, spec) for name, spec in references.items()]
-    configs = []
-    for kind, name, spec in specs:
-        cost = estimate_cost(spec).to_dict()
-        prefix = "confirm" if kind == "candidate" else "ref"
-        configs += [{"number": f"{prefix}-{name}-s{seed}", "kind": kind, "name": name, "seed": seed,
-                     "spec": spec.model_dump_json(), "spec_hash": spec.spec_hash(), "cost": cost,
-                     "never_refused": True} for seed in seeds]
-    return configs
+    specs += [(TrialKind.REFERENCE, name, spec) for name, spec in references.items()]
+    return [TrialConfig(id=TrialId(kind=kind, key=key, seed=seed), spec=spec, cost=estimate_cost(spec), seed=seed)
+            for kind, key, spec in specs for seed in seeds]
 
 
 def read_runs(run_dir: Path) -> list[dict]:
@@ -73,11 +67,12 @@ def read_runs(run_dir: Path) -> list[dict]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def run_record(config: dict, metrics: dict) -> dict:
+def run_record(config: TrialConfig, result: TrialResult) -> dict:
     """What confirm.json keeps of one finished run."""
-    return {"number": config["number"], "kind": config["kind"], "name": config["name"], "seed": config["seed"],
-            "spec_hash": config["spec_hash"], **{k: metrics.get(k) for k in ("val_top1", "val_images", "macs", "params", "latency_ms", "latency_shared",
-                                          "epoch", "error")}}
+    return {"number": str(config.id), "kind": "candidate" if config.id.kind == TrialKind.CONFIRM else "reference",
+            "name": str(config.id.key), "seed": config.seed, "spec_hash": config.spec_hash,
+            **{k: getattr(result, k) for k in ("val_top1", "val_images", "macs", "params", "latency_ms",
+                                               "latency_shared", "epoch", "error")}}
 
 
 def write_runs(run_dir: Path, runs: list[dict]) -> None:
@@ -165,7 +160,7 @@ def summarize(rows: list[TrialRecord], runs: list[dict], confirmed: list[TrialRe
     """The noise, every confirmed spec's interval, the comparisons and the choice. `runs`: the
     confirmation's finished runs (those of its current plan); `confirmed`: its candidates, best
     first (default: every candidate with runs)."""
-    readings = [r.val_top1 for r in rows if r.state == "complete" and r.val_top1 is not None]
+    readings = [r.val_top1 for r in rows if r.state == TrialState.COMPLETE and r.val_top1 is not None]
     ok = [r for r in runs if r.get("val_top1") is not None and not r.get("error")]
     by_hash: dict[str, dict[int, float]] = {}  # one network's runs, however many roles it has
     for r in ok:

@@ -32,8 +32,8 @@ class Candidate:
 
 def feasible(space: SearchSpace, sampled: dict) -> Candidate | None:
     """The priced candidate of a sample, or None if it is invalid or over a budget."""
-    spec, cost, _, reason = price(space, sampled)
-    return None if reason else Candidate(sampled, spec, cost)
+    priced = price(space, sampled)
+    return None if priced.reason else Candidate(sampled, priced.spec, priced.cost)
 
 
 def random_candidates(space: SearchSpace, seed: int) -> Iterator[Candidate | None]:

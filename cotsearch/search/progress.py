@@ -6,6 +6,7 @@ epoch and end is an event, so neither form falls silent for longer than an epoch
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 import optuna
@@ -13,13 +14,13 @@ from ray import tune
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from cotsearch.search.records import TRAINED_STATES, open_study, records, write_trials_csv
+from cotsearch.search.records import open_study, records, write_trials_csv
+from cotsearch.search.trial_types import TrialConfig, TrialResult, TrialState
 
 
 def trial_name(trial) -> str:
-    """The trial's number in the study, or ref-NAME for a reference preset."""
-    config = trial.config.get("row", trial.config)
-    return str(config.get("number", "?"))
+    """A Ray trial's id: its number in the study, or confirm-N-sS / ref-NAME-sS."""
+    return str(TrialConfig.from_ray(trial.config).id)
 
 
 class SearchProgress(tune.Callback):
@@ -66,19 +67,20 @@ class SearchProgress(tune.Callback):
         self.event(f"trial {trial_name(trial)} started")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" in result and not result.get("failed") and not result.get("infeasible"):
-            reading = f"val top-1 {result['val_top1']:.2%}" if "val_top1" in result else "trained (not validated)"
-            self.event(f"trial {trial_name(trial)} epoch {result['epoch']}: {reading}")
+        result = TrialResult.of(result)
+        if result.is_epoch:
+            reading = "trained (not validated)" if result.val_top1 is None else f"val top-1 {result.val_top1:.2%}"
+            self.event(f"trial {trial_name(trial)} epoch {result.epoch}: {reading}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.running -= 1
-        last = trial.last_result or {}
-        if last.get("failed"):
-            what = f"failed: {last['error']}"
-        elif last.get("infeasible"):
-            what = f"infeasible: {last['reason']}"
+        last = TrialResult.of(trial.last_result)
+        if last.outcome == TrialState.FAILED:
+            what = f"failed: {last.error}"
+        elif last.outcome == TrialState.INFEASIBLE:
+            what = f"infeasible: {last.reason}"
         else:
-            what = f"val top-1 {last.get('val_top1', 0):.2%} after {last.get('epoch')} epochs"
+            what = f"val top-1 {last.val_top1 or 0:.2%} after {last.epoch} epochs"
         self.finished(f"trial {trial_name(trial)} {what}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -86,20 +88,21 @@ class SearchProgress(tune.Callback):
         self.finished(f"trial {trial_name(trial)} failed (its worker raised or died)")
 
     def finished(self, text: str) -> None:
-        rows = write_trials_csv(self.study, self.run_dir / "trials.csv")
         self.done += 1
         if self.bar is not None:
             self.bar.advance(self.task)
-        self.event(text, rows)
+        self.event(text, trials_csv=True)
 
-    def event(self, text: str, rows: list | None = None) -> None:
-        rows = records(self.study) if rows is None else rows
-        count = {s: sum(r.state == s for r in rows) for s in ("complete", "stopped", "failed", "infeasible")}
-        best = max((r for r in rows if r.state in TRAINED_STATES and r.val_top1 is not None),
-                   key=lambda r: r.val_top1, default=None)
+    def event(self, text: str, trials_csv: bool = False) -> None:
+        """Show an event with the counts and the best so far, from one read of the study."""
+        rows = records(self.study)
+        if trials_csv:
+            write_trials_csv(rows, self.run_dir / "trials.csv")
+        count = Counter(r.state for r in rows)
+        best = max((r for r in rows if r.trained and r.val_top1 is not None), key=lambda r: r.val_top1, default=None)
         best_text = f"best {best.val_top1:.1%} (#{best.trial})" if best else "best -"
-        counts = (f"{self.running} running, {count['stopped']} stopped early, {count['failed']} failed, "
-                  f"{count['infeasible']} infeasible, {best_text}")
+        counts = (f"{self.running} running, {count[TrialState.STOPPED]} stopped early, {count[TrialState.FAILED]} failed, "
+                  f"{count[TrialState.INFEASIBLE]} infeasible, {best_text}")
         if self.bar is not None:
             self.bar.update(self.task, counts=counts)
             self.bar.console.print(text, highlight=False, soft_wrap=True)

@@ -14,10 +14,9 @@ import difflib
 import json
 import math
 import warnings
-from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from cotsearch.arch.load import list_presets, load_spec
 from cotsearch.arch.spec import BackboneSpec, StrictModel
@@ -25,6 +24,7 @@ from cotsearch.arch.yaml_io import format_validation_error, read_yaml
 from cotsearch.cost.analytic import CostReport, estimate_cost
 from cotsearch.data.shape import DataShape, data_shape
 from cotsearch.errors import SpecError
+from cotsearch.search.trial_types import Price
 from cotsearch.train.config import TrainConfig
 
 WIDTH_MULT = "width_mult"
@@ -204,6 +204,23 @@ class SearchSettings(StrictModel):
         return names
 
 
+class DerivedValues(dict):
+    """What a space derives from its fields (the base spec read, the data's shape, the trial
+    base), each kept under the field values it came from: model_copy(update=...) does not
+    validate, so a copy with another base or recipe must find nothing under its own values
+    and derive them again. It is no part of what a space is, so it never makes two equal."""
+
+    def value(self, key: tuple, derive):
+        if key not in self:
+            self[key] = derive()
+        return self[key]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, DerivedValues)
+
+    __hash__ = None
+
+
 class SearchSpace(StrictModel):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
                       description="letters, digits, '_', '.', '-': it names the run directory under runs/")
@@ -214,6 +231,7 @@ class SearchSpace(StrictModel):
     objectives: list[Objective] = Field(default_factory=lambda: [Objective(metric="val_top1", direction="maximize")], min_length=1)
     train: TrialRecipe = Field(default_factory=TrialRecipe)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    _derived: DerivedValues = PrivateAttr(default_factory=DerivedValues)
 
     @field_validator("base")
     @classmethod
@@ -259,13 +277,11 @@ class SearchSpace(StrictModel):
             seen.append(path)
         return self
 
-    @cached_property
-    def _base_spec(self) -> BackboneSpec:
-        return self.base if isinstance(self.base, BackboneSpec) else load_spec(self.base)
-
     def base_spec(self) -> BackboneSpec:
-        """The base spec as the space file gives it, read once."""
-        return self._base_spec
+        """The base spec as the space file gives it (a preset or file read once)."""
+        if isinstance(self.base, BackboneSpec):
+            return self.base
+        return self._derived.value(("base", self.base), lambda: load_spec(self.base))
 
     def values_with(self, search: dict | None = None, train: dict | None = None) -> dict:
         """This space's values with these search settings and recipe fields replaced, to be
@@ -274,22 +290,17 @@ class SearchSpace(StrictModel):
                 "search": {**self.search.model_dump(), **(search or {})},
                 "train": {**self.train.model_dump(), **(train or {})}}
 
-    @cached_property
-    def _data_shape(self) -> DataShape:
-        return data_shape(self.train.data, self.train.input_size)
-
     def data_shape(self) -> DataShape:
         """The trials' images and classes (DataError here, before any work, when the data is missing)."""
-        return self._data_shape
-
-    @cached_property
-    def _trial_base(self) -> BackboneSpec:
-        return self.data_shape().apply(self.base_spec())
+        data, size = self.train.data, self.train.input_size
+        return self._derived.value(("data", data, size), lambda: data_shape(data, size))
 
     def trial_base(self) -> BackboneSpec:
         """The base spec fitted to the trials' data (channels, classes, image size). Every
         sample derives from it, so the spec priced is the spec trained and recorded."""
-        return self._trial_base
+        base = self.base if isinstance(self.base, str) else self.base.model_dump_json()
+        shape = self.data_shape()
+        return self._derived.value(("trial base", base, shape), lambda: shape.apply(self.base_spec()))
 
     @property
     def metric_names(self) -> list[str]:
@@ -402,13 +413,13 @@ def load_space(path: str) -> SearchSpace:
         raise SpecError(format_validation_error(e, str(path), SearchSpace)) from None
 
 
-def price(space: SearchSpace, sampled: dict[str, Any]) -> tuple[BackboneSpec | None, CostReport | None, list[float], str | None]:
-    """(spec, cost, constraint values, reason it is infeasible or None), without building anything."""
+def price(space: SearchSpace, sampled: dict[str, Any]) -> Price:
+    """A sample's spec, cost, constraint values and why it is infeasible (None if it is not), without building anything."""
     try:
         spec = space.spec_for(sampled)
     except SpecError as e:
-        return None, None, [1.0] * len(space.budgets.names()), f"invalid: {e}"
+        return Price(None, None, [1.0] * len(space.budgets.names()), f"invalid: {e}")
     cost = estimate_cost(spec)
     constraints = space.constraints(cost)
     over = [f"{name} by {value:+.1%}" for name, value in zip(space.budgets.names(), constraints) if value > 0]
-    return spec, cost, constraints, ("over budget: " + ", ".join(over)) if over else None
+    return Price(spec, cost, constraints, ("over budget: " + ", ".join(over)) if over else None)

@@ -5,7 +5,7 @@ weights of the last finished epoch in the run directory.
 Anything the trial raises (an error, a NaN loss, out of memory) is reported as a failed
 result with its reason, so the search records it and goes on.
 
-Ray's entry point is runner.run_trial; `train_trial` is the trial itself and needs no Ray, so
+Ray's entry point is session.run_trial; `train_trial` is the trial itself and needs no Ray, so
 rows of a sweep can also be trained where Ray is not installed (experiments/cot_placement_bench)."""
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from collections.abc import Callable
 
 import torch
 
-from cotsearch.arch.spec import BackboneSpec
-from cotsearch.cost.analytic import CostReport
 from cotsearch.cost.latency import measure_latency, resolve_device
 from cotsearch.cost.memory import check_fits
 from cotsearch.data.load import load_data
@@ -27,6 +25,7 @@ from cotsearch.process.node_gate import NodeGate
 from cotsearch.process.watchdog import Watchdog
 from cotsearch.search.records import trial_dir
 from cotsearch.search.space import SearchSpace
+from cotsearch.search.trial_types import TrialConfig, TrialKind, TrialResult, TrialState, failed
 from cotsearch.train.loop import evaluate, init_model, train
 
 
@@ -53,37 +52,37 @@ class WorkerData:
 WORKER_DATA = WorkerData()  # this worker process's: every trial it runs goes through it
 
 
-def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Callable[[dict], None], node: str) -> None:
-    """Train the spec the driver fixed for this trial (`config["spec"]`, already fitted to
-    the data and priced as `config["cost"]`): nothing here re-derives it. Every result goes
-    to `report_to`, the last one saying how the trial ended."""
+def train_trial(config: TrialConfig, space: SearchSpace, run_dir: str, report_to: Callable[[dict], None],
+                node: str) -> None:
+    """Train the spec the driver fixed for this trial (`config.spec`, already fitted to the data
+    and priced as `config.cost`): nothing here re-derives it. Every result goes to `report_to`
+    (a TrialResult's report), the last one saying how the trial ended."""
     started = time.time()
     torch.set_num_threads(max(1, int(space.search.cpus_per_trial)))
-    config = config.get("row", config)  # references and sweep rows come as a grid over whole configs
-    never_refused = config.get("never_refused", False)  # a reference preset or a confirmation run: measured, kept
-    spec, cost, number = BackboneSpec.model_validate_json(config["spec"]), CostReport.from_dict(config["cost"]), config["number"]
-    out = trial_dir(run_dir, number)
+    spec, cost, number = config.spec, config.cost, str(config.id)
+    out = trial_dir(run_dir, config.id)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "spec.yaml", spec.to_yaml())
-    base = {"node": node, "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "number": str(number),
-            "trial_started_at": started}
+    base = {"node": node, "gpu_ids": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "number": number,
+            "trial_started_at": started, "spec_hash": config.spec_hash}
     watchdog = Watchdog(space.search.trial_timeout_s, out)
 
-    def report(metrics: dict) -> None:
-        report_to({**base, **metrics, "duration_s": time.time() - started})
+    def report(result: TrialResult) -> None:
+        report_to(result.model_copy(update={**base, "duration_s": time.time() - started}).report())
 
     gate = None
     try:
         gate = NodeGate()
         data = WORKER_DATA.get(space)
         config_train = space.train.train_config()
-        if "seed" in config:  # a sweep trains each spec with several seeds
-            config_train = config_train.model_copy(update={"seed": config["seed"]})
+        if config.seed is not None:  # a sweep, a confirmation and a reference train each spec with several seeds
+            config_train = config_train.model_copy(update={"seed": config.seed})
         device = resolve_device(config_train.device)
         base["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-        check_fits(spec.name or str(number), cost, config_train.batch_size, device, training=True)
+        check_fits(spec.name or number, cost, config_train.batch_size, device, training=True)
         model = init_model(spec, seed=config_train.seed)
-        costs = {"macs": float(cost.macs), "params": float(cost.params)}
+        base["spec_hash"] = model.spec.spec_hash()  # what was built, checked against the config where it is recorded
+        costs = {"macs": cost.macs, "params": cost.params}
         # Every trial measures its latency on its own device (about a second): budgets,
         # objectives and the Pareto plot use it, and its record says whether another trial
         # ran on the node meanwhile.
@@ -91,17 +90,17 @@ def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Calla
             latency = measure_latency(model, device, space.budgets.latency_batch_size, min_run_time=0.2).median_ms
         costs.update(latency_ms=latency, latency_shared=measured.shared)
         limit = space.budgets.max_latency_ms
-        if limit is not None and latency > limit and not never_refused:
-            report({"infeasible": True, "reason": f"over budget: latency {latency:.2f} ms > {limit} ms on {device}",
-                    "constraints": space.constraints(cost, latency), **costs,
-                    "val_top1": 0.0, "epoch": 0})
+        if limit is not None and latency > limit and not config.never_refused:
+            report(TrialResult(outcome=TrialState.INFEASIBLE,
+                               reason=f"over budget: latency {latency:.2f} ms > {limit} ms on {device}",
+                               constraints=space.constraints(cost, latency), **costs, val_top1=0.0, epoch=0))
             return
-        extra = {**data.metadata(), "trial": str(number), "search": space.name}
+        extra = {**data.metadata(), "trial": number, "search": space.name}
         # A sweep reads every epoch's top-1 (the benchmark's per-epoch rankings); a search
-        # validates where its scheduler compares trials, and at the end.
-        # A confirmation run is read once, at its end: nothing compares it before.
-        validated = (set(range(1, config_train.epochs + 1)) if config.get("test")
-                     else {config_train.epochs} if "kind" in config
+        # validates where its scheduler compares trials, and at the end. A confirmation or a
+        # reference run is read once, at its end: nothing compares it before.
+        validated = (set(range(1, config_train.epochs + 1)) if config.id.kind == TrialKind.SWEEP
+                     else {config_train.epochs} if config.never_refused
                      else set(space.search.validation_epochs(config_train.epochs)))
         val_seconds = 0.0
 
@@ -109,21 +108,21 @@ def train_trial(config: dict, space: SearchSpace, run_dir: str, report_to: Calla
             nonlocal val_seconds
             val_seconds += m.val_seconds
             save_model(model, out / "model.safetensors", extra={**extra, "epoch": m.epoch, "val_top1": m.val_top1})
-            final = config.get("test") and m.epoch == config_train.epochs  # a sweep records the final model's test top-1
+            final = config.id.kind == TrialKind.SWEEP and m.epoch == config_train.epochs  # a sweep's final model
             test = {"test_top1": evaluate(model, data.test, config_train, device)[1]} if final else {}
             reading = {} if m.val_top1 is None else {"val_top1": m.val_top1, "val_loss": m.val_loss,
                                                      "val_images": len(data.val)}
             # Ray may hold a trial that ASHA stopped in this report until its worker is reused
             # (reuse_actors): meanwhile it neither trains on the node nor is hung.
             with gate.aside(), watchdog.waiting_on_ray():
-                report({**reading, "train_loss": m.train_loss, "epoch": m.epoch, "images_per_s": m.train_images_per_s,
-                        "val_s": val_seconds, "seed": config_train.seed, **costs, **test})
+                report(TrialResult(**reading, train_loss=m.train_loss, epoch=m.epoch, images_per_s=m.train_images_per_s,
+                                   val_s=val_seconds, seed=config_train.seed, **costs, **test))
 
         with gate.training() as between_steps:
             train(model, data, config_train, on_epoch=on_epoch, on_step=between_steps, test=False,
                   validate=validated.__contains__)
     except Exception as e:  # noqa: BLE001 -- every failure is a result for the search, with its reason
-        report({"failed": True, "error": f"{type(e).__name__}: {e}"[:500], "val_top1": 0.0, "epoch": 0})
+        report(failed(f"{type(e).__name__}: {e}"[:500]))
     finally:
         if gate is not None:
             gate.close()

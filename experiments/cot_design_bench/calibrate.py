@@ -1,17 +1,22 @@
 """Does a reference recipe agree with itself? Reads a pilot sweep (`cotsearch sweep ... --seeds 2`)
 and prints, over its specs, the Kendall tau of seed 0's test top-1 against seed 1's (the noise
 ceiling of any ranking by that recipe), a bootstrap 95% interval over specs, one run's seed
-noise and the spread of the specs' means.
+noise and the spread of the specs' means; and, from those two, how many seeds a reading would
+have to average for two readings to agree at the target tau (if the specs' own differences and
+the noise are normal, Pearson's r between two k-seed means is own^2 / (own^2 + noise^2 / k),
+and Kendall's tau is 2/pi asin(r)).
 
     python experiments/cot_design_bench/calibrate.py experiments/cot_design_bench/pilot-e6-n8000
 """
 
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from cotsearch.bench.analysis import kendall_tau, read_table
+from cotsearch.bench.ranking import kendall_tau
+from cotsearch.bench.table import read_table
 
 
 def calibrate(folder: Path, boot: int = 2000) -> dict:
@@ -27,6 +32,19 @@ def calibrate(folder: Path, boot: int = 2000) -> dict:
             "macs": [float(min(r[0]["macs"] for r in table.values())), float(max(r[0]["macs"] for r in table.values()))]}
 
 
+TARGET = 0.6
+
+
+def predicted_tau(own_sd: float, seed_sd: float, seeds: int) -> float:
+    """Kendall tau of two independent means of `seeds` runs each, for normal spec effects and noise."""
+    r = own_sd ** 2 / (own_sd ** 2 + seed_sd ** 2 / seeds)
+    return 2 / math.pi * math.asin(r)
+
+
+def seeds_needed(own_sd: float, seed_sd: float, target: float = TARGET, most: int = 64) -> int | None:
+    return next((k for k in range(1, most + 1) if predicted_tau(own_sd, seed_sd, k) >= target), None)
+
+
 if __name__ == "__main__":
     result = calibrate(Path(sys.argv[1]))
     print(f"{sys.argv[1]}: {result['specs']} specs with two seeds; seed 0 against seed 1: Kendall tau "
@@ -34,3 +52,10 @@ if __name__ == "__main__":
           f"{result['tau_ci95'][1]:+.2f}); one run's seed noise {100 * result['seed_sd']:.2f} points, the specs' "
           f"means spread by {100 * result['spread_sd']:.2f} points; MACs {result['macs'][0] / 1e6:.1f} M to "
           f"{result['macs'][1] / 1e6:.1f} M")
+    # The means of 2 seeds spread by own^2 + noise^2 / 2.
+    own = math.sqrt(max(result["spread_sd"] ** 2 - result["seed_sd"] ** 2 / 2, 0.0))
+    needed = seeds_needed(own, result["seed_sd"])
+    print(f"the specs' own spread, less the noise in those means: {100 * own:.2f} points; predicted tau of one run "
+          f"against another {predicted_tau(own, result['seed_sd'], 1):+.2f} (measured {result['tau']:+.2f}); "
+          + (f"a reading would need the mean of {needed} seeds for tau {TARGET}" if needed else
+             f"no mean of up to 64 seeds reaches tau {TARGET}"))

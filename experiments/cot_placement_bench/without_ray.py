@@ -63,14 +63,14 @@ def prepare(root: Path) -> None:
             rows = row_configs(candidates, SEEDS[name], space.train.seed)
             if name == "reference":  # `--archs 27 --seeds 2`: the CLI's sample, so a resume there finds them done
                 rows += [r for r in row_configs(sample_specs(space, REFERENCE_SECOND_SEED_ARCHS, space.search.seed), 2,
-                                                space.train.seed) if r["sweep"]["seed"] == 1]
+                                                space.train.seed) if r.id.seed == 1]
             plan[name] = rows
         finally:
             lock.close()
     ordered = []
     for seed in (0, 1):
         for name in ("reference", "search"):
-            ordered += [{"dir": name, "config": c} for c in plan[name] if c["sweep"]["seed"] == seed]
+            ordered += [{"dir": name, "config": c.model_dump(mode="json")} for c in plan[name] if c.id.seed == seed]
     (root / "plan.json").write_text(json.dumps(ordered))
     print(f"plan.json: {len(ordered)} rows ({', '.join(f'{len(v)} {k}' for k, v in plan.items())})")
 
@@ -82,14 +82,16 @@ def _train_row(task: dict) -> tuple[dict, dict] | None:
     from cotsearch.bench.sweep import make_row
     from cotsearch.search.space import SearchSpace
     from cotsearch.search.trial import train_trial
+    from cotsearch.search.trial_types import TrialConfig, TrialResult
 
     space = SearchSpace.model_validate_json(task["space"])
-    results: list[dict] = []
+    config = TrialConfig.model_validate(task["config"])
+    reported: list[dict] = []
     with tempfile.TemporaryDirectory() as run_dir:  # the trial's model file is not kept
-        train_trial(task["config"], space, run_dir, results.append, socket.gethostname())
-    curve = {r["epoch"]: r["val_top1"] for r in results
-             if "epoch" in r and not r.get("failed") and not r.get("infeasible")}
-    return task, make_row(task["config"], results[-1] if results else {}, curve, task["proxies"],
+        train_trial(config, space, run_dir, reported.append, socket.gethostname())
+    results = [TrialResult.of(r) for r in reported]
+    curve = {r.epoch: r.val_top1 for r in results if r.is_epoch and r.val_top1 is not None}
+    return task, make_row(config, results[-1] if results else TrialResult(), curve, task["proxies"],
                           None if results else "the trial reported nothing")
 
 
@@ -130,6 +132,7 @@ def run(root: Path, rows_file: Path, workers: int, deadline_s: float, data: str 
     """Train the plan's rows not yet finished, `workers` at a time; start none after
     `deadline_s`, and append each finished row to `rows_file` as it ends."""
     from cotsearch.bench.sweep import FINISHED, make_row, read_rows
+    from cotsearch.search.trial_types import TrialConfig, TrialId, TrialResult
 
     started = time.time()
     import torch
@@ -153,7 +156,7 @@ def run(root: Path, rows_file: Path, workers: int, deadline_s: float, data: str 
     proxies = json.loads((root / "search" / "proxies.json").read_text())
     tasks = [{**t, "space": spaces[t["dir"]], "deadline": started + deadline_s,
               "proxies": proxies if t["dir"] == "search" else {}}
-             for t in plan if (t["dir"], t["config"]["number"]) not in done]
+             for t in plan if (t["dir"], str(TrialId.model_validate(t["config"]["id"]))) not in done]
     print(f"{len(plan) - len(tasks)} of {len(plan)} rows finished; training {len(tasks)} with {workers} workers, "
           f"none started after {deadline_s:.0f} s", flush=True)
     finished = 0
@@ -167,11 +170,12 @@ def run(root: Path, rows_file: Path, workers: int, deadline_s: float, data: str 
                 try:
                     done_row = future.result()
                 except Exception as e:  # noqa: BLE001 -- the worker died outside the trial: a failed row
-                    done_row = task, make_row(task["config"], {}, {}, {}, f"{type(e).__name__}: {e}"[:500])
+                    done_row = task, make_row(TrialConfig.model_validate(task["config"]), TrialResult(), {}, {},
+                                              f"{type(e).__name__}: {e}"[:500])
                 if done_row is None:
                     continue
                 task, row = done_row
-                number = task["config"]["number"]
+                number = str(TrialId.model_validate(task["config"]["id"]))
                 log.write(json.dumps({"dir": task["dir"], "number": number, "row": row}) + "\n")
                 log.flush()
                 finished += 1

@@ -1,0 +1,120 @@
+"""A sweep's tables as the benchmark's analysis reads them: the search recipe's rows and the
+reference recipe's rows of the same specs (cotsearch.bench.sweep wrote both), the reference
+top-1 each spec is judged by, its seed noise, and each choice's main effect."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from cotsearch.arch.yaml_io import format_validation_error
+from cotsearch.bench.sweep import TABLE
+from cotsearch.errors import CotsearchError
+from cotsearch.search.rundir import SPACE_FILE
+from cotsearch.search.space import SearchSpace
+from cotsearch.search.trial_types import TrialState
+
+
+def read_table(folder: Path) -> dict[str, list[dict]]:
+    """Spec hash -> its complete rows in a sweep's sweep.csv."""
+    path = Path(folder) / TABLE
+    if not path.exists():
+        raise CotsearchError(f"{folder}: no {TABLE}; run `cotsearch sweep` there first")
+    with open(path, newline="") as f:
+        table: dict[str, list[dict]] = {}
+        for row in csv.DictReader(f):
+            if row["state"] == TrialState.COMPLETE and row["test_top1"]:
+                table.setdefault(row["spec_hash"], []).append(row)
+    return table
+
+
+def read_space(folder: Path) -> SearchSpace:
+    """The space a sweep was made with, or a one-line error naming its file."""
+    path = Path(folder) / SPACE_FILE
+    if not path.is_file():
+        raise CotsearchError(f"{folder}: no {SPACE_FILE}; not a folder `cotsearch sweep` wrote")
+    try:
+        return SearchSpace.model_validate_json(path.read_bytes())
+    except ValidationError as e:
+        raise CotsearchError(format_validation_error(e, str(path), SearchSpace)) from None
+
+
+def as_number(text: str) -> float:
+    return float(text) if text not in ("", None) else float("nan")
+
+
+@dataclass
+class Bench:
+    """The space's specs in both tables, their rows, and their reference test top-1 (mean over
+    seeds). `named`: label -> spec hash of specs a sweep trained beside the space's sample
+    (scaled presets, cotsearch.bench.scaled_presets), in both tables; they are not among
+    `specs`, so no simulated search can find them, but their rows are in `search` and
+    `reference` for comparison."""
+
+    specs: list[str]
+    search: dict[str, list[dict]]
+    reference: dict[str, list[dict]]
+    epochs: int
+    named: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, search_dir: Path, reference_dir: Path) -> Bench:
+        search, reference = read_table(search_dir), read_table(reference_dir)
+        both = set(search) & set(reference)
+        named = {rows[0]["named"]: h for h, rows in sorted(search.items()) if h in both and rows[0].get("named")}
+        specs = sorted(both - set(named.values()))
+        if len(specs) < 3:
+            raise CotsearchError(f"{search_dir} and {reference_dir} share {len(specs)} trained specs; need 3 or more")
+        epochs = read_space(search_dir).train.epochs
+        kept = [*specs, *named.values()]
+        return cls(specs, {h: search[h] for h in kept}, {h: reference[h] for h in kept}, epochs, named)
+
+    def truth_of(self, spec_hash: str) -> float:
+        """A spec's reference test top-1, the mean over its seeds."""
+        return float(np.mean([as_number(r["test_top1"]) for r in self.reference[spec_hash]]))
+
+    def truth(self) -> np.ndarray:
+        """The space's specs' reference test top-1, in the order of `specs`."""
+        return np.array([self.truth_of(h) for h in self.specs])
+
+    def search_mean(self, column: str) -> np.ndarray:
+        return np.array([np.mean([as_number(r[column]) for r in self.search[h]]) for h in self.specs])
+
+    def search_runs(self, column: str) -> list[list[float]]:
+        """Every spec's readings of `column` in the search table, by seed."""
+        return [[as_number(r[column]) for r in sorted(self.search[h], key=lambda r: int(r["seed"]))] for h in self.specs]
+
+
+def seed_noise(bench: Bench) -> tuple[float, float, int]:
+    """(standard deviation of one reference run's test top-1 around its spec's mean, estimated
+    from the specs with two seeds; standard deviation of the specs' mean top-1; pairs used)."""
+    first, second = seed_pairs(bench.reference, bench.specs, "test_top1")
+    noise = float(np.std(first - second, ddof=1) / math.sqrt(2)) if len(first) >= 2 else float("nan")
+    return noise, float(np.std(bench.truth(), ddof=1)), len(first)
+
+
+def seed_pairs(table: dict[str, list[dict]], specs: list[str], column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(seed-0 run, seed-1 run) of `column` for the specs with two seeds or more."""
+    twice = [sorted(table[h], key=lambda r: int(r["seed"]))[:2] for h in specs if len(table[h]) >= 2]
+    return np.array([as_number(a[column]) for a, _ in twice]), np.array([as_number(b[column]) for _, b in twice])
+
+
+def choice_effects(bench: Bench, params: list[str]) -> list[tuple[str, str, int, float, float, float]]:
+    """(parameter, value, specs, mean reference top-1, its 95% CI half-width, mean search val
+    top-1) for every value of every parameter: on an exhaustive table of a space of choices,
+    each value's mean is over every combination of the other choices (a main effect)."""
+    truth, val = bench.truth(), bench.search_mean("val_top1")
+    found = []
+    for param in params:
+        values = [str(bench.reference[h][0].get(param, "")) for h in bench.specs]
+        for value in sorted(set(values)):
+            pick = np.array([v == value for v in values])
+            n = int(pick.sum())
+            ci = 1.96 * float(np.std(truth[pick], ddof=1)) / math.sqrt(n) if n > 1 else float("nan")
+            found.append((param, value, n, float(truth[pick].mean()), ci, float(val[pick].mean())))
+    return found

@@ -1,0 +1,141 @@
+"""The design benchmark's analysis (issue 23), on synthetic tables of spaces/cot_design.yaml
+whose answers are known in advance: the hypervolume, a table that holds only a sample of the
+space, and the presets scaled by width to the budget ("a person's choice")."""
+
+import math
+
+import numpy as np
+import pytest
+
+from cotsearch.arch.load import load_spec
+from cotsearch.bench import analysis, pareto, simulate
+from cotsearch.bench.scaled_presets import FACTORS, against_preset, scale_to_budget, scale_width
+from cotsearch.bench.sweep import make_row, row_configs, sample_specs, write_table
+from cotsearch.bench.table import Bench
+from cotsearch.cost.analytic import estimate_cost
+from cotsearch.errors import CotsearchError
+from cotsearch.search.space import load_space
+from cotsearch.search.trial_types import TrialResult
+
+from helpers import SPACES, cli
+
+DESIGN = SPACES / "cot_design.yaml"
+
+
+def design_truth(macs: float) -> float:
+    """A known top-1 that rises with MACs: the table's true front is every spec no cheaper spec beats."""
+    return 0.80 + 0.02 * math.log(macs / 1e6)
+
+
+def write_design_tables(tmp_path, specs: int = 24, presets: dict[str, float] | None = None):
+    """Search and reference tables of `specs` feasible specs of cot_design (2 seeds, no noise,
+    top-1 from design_truth), and each preset scaled to the budget with a given top-1."""
+    space = load_space(str(DESIGN))
+    candidates = sample_specs(space, specs, seed=0)
+    scaled = [scale_to_budget(space, name) for name in presets or {}]
+    named = {s.spec.spec_hash(): s.label for s in scaled}
+    truth_of = {c.spec.spec_hash(): design_truth(c.cost.macs) for c in candidates}
+    truth_of.update({s.spec.spec_hash(): top1 for s, top1 in zip(scaled, (presets or {}).values())})
+    configs = row_configs([*candidates, *(s.candidate() for s in scaled)], seeds=2, recipe_seed=0, named=named)
+    for kind in ("search", "reference"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        (folder / "space.json").write_text(space.model_dump_json(by_alias=True))
+        rows = []
+        for config in configs:
+            top1 = truth_of[config.spec_hash]
+            curve = dict.fromkeys(range(1, space.train.epochs + 1), top1)
+            rows.append(make_row(config, TrialResult(test_top1=top1), curve, {}))
+        write_table(folder, rows)
+    return space, Bench.load(tmp_path / "search", tmp_path / "reference"), scaled
+
+
+def test_hypervolume_against_worked_examples():
+    ref = (0.5, 10.0)
+    assert pareto.hypervolume(np.array([0.7]), np.array([4.0]), ref) == pytest.approx(0.2 * 6)
+    # A staircase: (4, 0.7) then (6, 0.9): 0.2 * 6 + 0.2 * 4.
+    assert pareto.hypervolume(np.array([0.9, 0.7]), np.array([6.0, 4.0]), ref) == pytest.approx(1.2 + 0.8)
+    # A dominated point and points beyond the reference point add nothing.
+    assert pareto.hypervolume(np.array([0.9, 0.7, 0.6, 0.99, 0.4]), np.array([6.0, 4.0, 7.0, 10.0, 1.0]), ref) == \
+        pytest.approx(2.0)
+    assert pareto.hypervolume(np.array([]), np.array([]), ref) == 0
+
+
+def test_scaled_presets_are_the_widest_that_fit_the_budget():
+    space = load_space(str(DESIGN))
+    budget = space.budgets.max_macs
+    for name in ("cotnet_tiny", "resnet_tiny"):
+        scaled = scale_to_budget(space, name)
+        assert scaled.cost.macs <= budget and scaled.label == f"{name} x{scaled.factor:.2f} width"
+        assert (scaled.spec.in_chans, scaled.spec.input_size) == (1, 28)  # fitted to Fashion-MNIST
+        base = space.data_shape().apply(load_spec(name))
+        assert scaled.spec.stem.width == max(8, round(base.stem.width * scaled.factor / 8) * 8)
+        # Every wider factor of the grid searched gives a spec over the budget.
+        assert all(estimate_cost(scale_width(base, float(f))).macs > budget for f in FACTORS if f > scaled.factor)
+    no_budget = space.model_copy(update={"budgets": space.budgets.model_copy(update={"max_macs": None})})
+    with pytest.raises(CotsearchError, match="no budget"):
+        scale_to_budget(no_budget, "cotnet_tiny")
+    with pytest.raises(CotsearchError, match="--scaled-preset nope"):
+        scale_to_budget(space, "nope")
+
+
+def test_a_scaled_preset_that_is_not_a_preset_is_one_line_before_any_work(tmp_path):
+    result = cli("sweep", DESIGN, "--archs", 2, "--scaled-preset", "nope", "--out", tmp_path / "sweep")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "--scaled-preset nope" in result.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_the_table_keeps_scaled_presets_out_of_the_space_s_specs(tmp_path):
+    _, bench, scaled = write_design_tables(tmp_path, presets={"cotnet_tiny": 0.5})
+    assert len(bench.specs) == 24 and bench.named == {scaled[0].label: scaled[0].spec.spec_hash()}
+    assert scaled[0].spec.spec_hash() not in bench.specs and bench.truth_of(scaled[0].spec.spec_hash()) == 0.5
+
+
+def test_a_search_on_a_sampled_table_reads_each_proposal_as_its_nearest_untrained_spec(tmp_path):
+    space, bench, _ = write_design_tables(tmp_path)
+    for strategy in ("tpe", "nsga2"):
+        lookup = simulate.Lookup(bench, space, np.random.default_rng(0))
+        order = simulate.search_order(lookup, strategy, budget=len(bench.specs), run=0)
+        # Without stand-ins a sampler proposes specs the table lacks and stops after max_infeasible misses.
+        assert sorted(i for i, _ in order) == list(range(len(bench.specs))), strategy
+        assert lookup.stand_ins > 0
+    # The nearest spec differs in the fewest choices.
+    lookup = simulate.Lookup(bench, space, np.random.default_rng(0))
+    wanted = dict(lookup.choices(3))
+    assert lookup.nearest(wanted, exclude=set()) == 3
+    others = lookup.nearest(wanted, exclude={3})
+    differ = sum(lookup.choices(others)[p] != wanted[p] for p in wanted)
+    assert differ == min(sum(lookup.choices(i)[p] != wanted[p] for p in wanted)
+                         for i in range(len(bench.specs)) if i != 3)
+
+
+def test_searches_that_train_the_whole_table_find_its_true_front(tmp_path):
+    space, bench, _ = write_design_tables(tmp_path)
+    for strategy in ("random", "tpe", "nsga2"):
+        whole = pareto.simulate_fronts(bench, space, strategy, len(bench.specs), runs=2)
+        assert whole.ratios == pytest.approx([1.0, 1.0]), strategy
+    few = pareto.simulate_fronts(bench, space, "random", 2, runs=20)
+    assert (few.ratios < 1).any() and (few.ratios > 0).all() and (few.ratios <= 1).all()
+
+
+def test_against_a_preset_the_verdict_needs_the_interval_to_exclude_zero():
+    better = against_preset("random", "p", np.full(10, 0.90), 0.80, preset_se=0.01)
+    assert (better.verdict, better.beats, better.difference) == ("beats", 10, pytest.approx(0.10))
+    assert better.half_width == pytest.approx(1.96 * 0.01)  # no spread over runs: the preset's error alone
+    assert against_preset("random", "p", np.full(10, 0.70), 0.80, 0.01).verdict == "loses to"
+    assert against_preset("random", "p", np.full(10, 0.805), 0.80, 0.01).verdict == "ties"  # within 1.96 * 0.01
+
+
+def test_the_analysis_ranks_the_scaled_presets_and_counts_who_beats_them(tmp_path):
+    _, _, scaled = write_design_tables(tmp_path, presets={"cotnet_tiny": 0.0, "resnet_tiny": 1.0})
+    found = analysis.run_analysis(tmp_path / "search", tmp_path / "reference", tmp_path / "out", runs=4,
+                                  budgets=[4, 8], prescreen=[])
+    assert set(found.by_budget) == {4, 8} and set(found.fronts) == {4, 8}
+    low, high = (s.label for s in scaled)
+    for budget, persons in found.persons.items():
+        assert {(p.preset, p.verdict) for p in persons} == {(low, "beats"), (high, "loses to")}, budget
+    text = found.report.read_text()
+    assert "## A person's choice: presets scaled by width to the budget" in text
+    assert f"| {low} | " in text and f"| {high} | " in text and "## Two objectives: top-1 and MACs" in text
+    assert "## Simulated searches: 4 trainings" in text and "## Simulated searches: 8 trainings" in text
