@@ -134,7 +134,7 @@ SPACE = {
                "se_ratio": {"choice": [0.0, 0.25]}},
     "budgets": {"max_macs": MAX_MACS},
     "train": {"epochs": 1, "val_size": 100, "batch_size": 50},
-    "search": {"seed": 0, "cpus_per_trial": 1, "grace_period": 1, "confirm": None},
+    "search": {"seed": 0, "cpus_per_trial": 1, "scheduler": "asha", "grace_period": 1, "confirm": None},
 }
 
 

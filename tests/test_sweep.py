@@ -162,8 +162,8 @@ def test_the_placement_space_holds_81_specs_with_the_presets_and_the_official_pl
     for last in (1, 2, 3):  # cotnet50_cccl, _ccll, _clll: CoT in the last 1, 2 or 3 stages
         placed = {f"stages.{i}.blocks": "cot" if i >= 4 - last else "conv" for i in range(4)}
         assert placed in specs.values()
-    assert (space.train.epochs, space.train.train_limit, space.train.val_size, space.train.batch_size) == (3, 6000, 2000, 64)
-    assert space.search.prescreen is None and not space.budgets.names()
+    assert (space.train.epochs, space.train.train_limit, space.train.val_size, space.train.batch_size) == (3, 6000, 10000, 64)
+    assert space.search.scheduler == "none" and space.search.prescreen is None and not space.budgets.names()
 
 
 @pytest.mark.parametrize("prescreen, message", [
