@@ -93,6 +93,13 @@ def test_the_sentence_states_the_noise_and_what_it_rules_out():
     text = confirmation.sentence()
     assert f"{100 * confirmation.noise.sd:.2f} points" in text and "8 trained trials" in text
     assert "are not reliably ordered" in text
+    # Equal trials are said to be a draw in most searches (the noise estimate is itself noisy: about
+    # 80% over 300 seeds); trials two noise-widths apart never are.
+    def called_chance(truth):
+        return sum("mostly chance" in fake_search(truth, rng, top=2, seeds=3, references={"ref": 0.86})[1].sentence()
+                   for _ in range(100))
+    assert called_chance(np.full(8, 0.86)) >= 60
+    assert called_chance(0.86 + 2 * SIGMA * np.arange(8)) == 0
     unmeasured = summarize([record(0, 0.9)], [])
     assert not unmeasured.noise.known and "not measured" in unmeasured.sentence() and unmeasured.chosen is None
 

@@ -3,6 +3,7 @@ space, pre-screening in the searcher, a small sweep end to end (killed and resum
 analysis on a synthetic table whose outcomes are known in advance."""
 
 import csv
+import importlib
 import json
 import math
 import os
@@ -20,15 +21,14 @@ from torch import nn
 
 import cotsearch
 from cotsearch.bench import analysis, ranking, simulate, table
-from cotsearch.bench.sweep import enumerate_specs, make_row, read_rows, row_configs, write_table
+from cotsearch.bench.sweep import enumerate_specs, read_rows, write_table
 from cotsearch.search import proxies
 from cotsearch.search.prescreen import cutoff, random_candidates
 from cotsearch.search.searcher import StudySearcher
-from cotsearch.search.space import PROXY_NAMES, Prescreen, SearchSpace, load_space
-from cotsearch.search.trial import train_trial
-from cotsearch.search.trial_types import TrialConfig, TrialId, TrialKind, TrialResult, failed
+from cotsearch.search.space import PROXY_NAMES, Prescreen, load_space
+from cotsearch.search.trial_types import TrialConfig, TrialId, TrialKind, failed
 
-from helpers import SPACES, cli
+from helpers import REPO, SPACES, cli
 
 # A 4-stage network small enough to train in a second on the fake data set.
 TINY_BASE = {"name": "tiny", "in_chans": 1, "num_classes": 10, "input_size": 28, "stem": {"type": "small", "width": 8},
@@ -212,7 +212,7 @@ def start_sweep(space, *args):
 
 
 @pytest.mark.slow
-def test_a_killed_sweep_resumes_without_training_a_finished_row_again(tmp_path, fake_fmnist, ray_address):
+def test_a_killed_sweep_resumes_without_training_a_finished_row_again(tmp_path, fake_fmnist, ray_address, monkeypatch):
     space = write_tiny_space(tmp_path, fake_fmnist, params={"stages.3.blocks": {"choice": ["cot", "conv"]}})
     out = tmp_path / "sweep"
     args = ["--all", "--seeds", "2", "--address", ray_address]  # the rows run on the module's Ray cluster
@@ -250,18 +250,18 @@ def test_a_killed_sweep_resumes_without_training_a_finished_row_again(tmp_path, 
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert (out / "edf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / "edf.png").stat().st_size > 20_000
 
-    # The same row trained by the trial code without Ray (as the benchmark's rows were trained on
-    # a GPU machine that has no Ray) is the same row.
-    saved = SearchSpace.model_validate_json((out / "space.json").read_text())
-    config = next(c for c in row_configs(enumerate_specs(saved), 2, saved.train.seed) if str(c.id) == f"{h}-s1")
-    reported = []
-    train_trial(config, saved, str(tmp_path / "without-ray"), reported.append, "here")
-    results = [TrialResult.of(r) for r in reported]
-    curve = {r.epoch: r.val_top1 for r in results if r.is_epoch}
-    again = make_row(config, results[-1], curve, json.loads((out / "proxies.json").read_text()))
-    stored = read_rows(out)[f"{h}-s1"]
+    # The same row trained without Ray by experiments/without_ray.py (as the benchmarks' rows were
+    # trained on a GPU machine that has no Ray) is the same row; in this process but for its worker.
+    monkeypatch.syspath_prepend(REPO / "experiments")  # importable by name: its worker is spawned
+    without_ray = importlib.import_module("without_ray")
+    plan, rows_file, again_dir = tmp_path / "plan.json", tmp_path / "rows.jsonl", tmp_path / "without-ray"
+    without_ray.prepare(plan, space, again_dir, archs=1, seeds=1, recipe={}, proxies=True, scaled_presets=[])
+    without_ray.run(plan, rows_file, workers=1, deadline_s=math.inf, data=None)
+    without_ray.collect(rows_file)
+    (number, row), = read_rows(again_dir).items()
+    stored = read_rows(out)[number]
     for key in ("state", "val_top1_epoch_1", "val_top1_epoch_2", "test_top1", "params", "macs", "naswot"):
-        assert again[key] == stored[key], key
+        assert row[key] == stored[key], key
 
 
 def test_a_failed_row_is_recorded_with_its_reason_and_not_counted_as_finished(tmp_path):

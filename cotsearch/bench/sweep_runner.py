@@ -9,16 +9,14 @@ from pathlib import Path
 from ray import tune
 from rich.console import Console
 
-from cotsearch.bench.scaled_presets import ScaledPreset, scale_to_budget
+from cotsearch.bench.scaled_presets import ScaledPreset, sweep_candidates
 from cotsearch.bench.sweep import (
     EDF,
     FINISHED,
-    enumerate_specs,
     make_row,
     plot_edf,
     read_rows,
     row_configs,
-    sample_specs,
     score_proxies,
     write_row,
     write_table,
@@ -80,13 +78,7 @@ def run_sweep(space: SearchSpace, out: Path, archs: int | None, seeds: int, resu
     `scaled_presets` scaled to the space's budget (cotsearch.bench.scaled_presets) with the
     same seeds; returns sweep.csv."""
     console = console or Console(stderr=True)
-    candidates = enumerate_specs(space) if archs is None else sample_specs(space, archs, space.search.seed)
-    sampled = {c.spec.spec_hash() for c in candidates}
-    # A scaled preset that is one of the space's own sampled specs stays one of them, unnamed.
-    scaled = [s for s in (scale_to_budget(space, name) for name in dict.fromkeys(scaled_presets or []))
-              if s.spec.spec_hash() not in sampled]
-    named = {s.spec.spec_hash(): s.label for s in scaled}
-    candidates += [s.candidate() for s in scaled]
+    candidates, named, scaled = sweep_candidates(space, archs, scaled_presets)
     with ray_session(space, out, resume, address) as space:
         scores = score_proxies(space, candidates, out, console) if proxies else {}
         configs = row_configs(candidates, seeds, space.train.seed, named)

@@ -136,9 +136,15 @@ class Confirmation:
         resolution = self.noise.t() * self.noise.sd * math.sqrt(2)
         spread = (f"the {self.trials} trained trials' readings differ by {100 * self.trials_spread:.2f} points (sd)"
                   if self.trials >= 2 else "too few trials were trained to measure their spread")
+        # Where the trials differ by no more than one run's noise, a search picks no better than random
+        # sampling (the placement benchmark): say so. Single readings spread by own^2 + noise^2.
+        own = math.sqrt(max(self.trials_spread ** 2 - self.noise.sd ** 2, 0.0)) if self.trials >= 2 else math.inf
+        flat = (f"; the trials' own differences, the noise taken out, are {100 * own:.2f} points, no more than one "
+                "run's noise: which of them is best is mostly chance (README 'Does the search work?' measured a "
+                "space like that)" if own <= self.noise.sd else "")
         return (f"{spread}; one run's seed noise is {100 * self.noise.sd:.2f} points (sd, {self.noise.dof} degrees of "
                 f"freedom from {self.noise.specs} specs trained with several seeds): single readings within "
-                f"{100 * resolution:.2f} points of each other are not reliably ordered")
+                f"{100 * resolution:.2f} points of each other are not reliably ordered{flat}")
 
     def to_dict(self) -> dict:
         """noise.json's content; unknown values are null, never NaN (which strict JSON lacks)."""

@@ -5,13 +5,18 @@ mean of the others), a bootstrap 95% interval over specs, one run's seed
 noise and the spread of the specs' means; and, from those two, how many seeds a reading would
 have to average for two readings to agree at the target tau (if the specs' own differences and
 the noise are normal, Pearson's r between two k-seed means is own^2 / (own^2 + noise^2 / k),
-and Kendall's tau is 2/pi asin(r)).
+and Kendall's tau is 2/pi asin(r)). Every spec's first n seeds are read, n the fewest any spec
+has; with more than 2, also the mean tau of one run against another over every pair of seeds.
+Given a second pilot of the same specs (another machine, say), also the tau of one pilot's
+means against the other's.
 
     python experiments/cot_design_bench/calibrate.py experiments/cot_design_bench/pilot-e8-n16000
+    python experiments/cot_design_bench/calibrate.py experiments/cot_design_bench/pilot-e8-n16000-gpu \
+        experiments/cot_design_bench/pilot-e8-n16000
 """
 
+import argparse
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,21 +32,47 @@ def seed_noise(top1: np.ndarray) -> float:
     return float(np.sqrt((resid ** 2).sum() / ((top1.shape[0] - 1) * (top1.shape[1] - 1))))
 
 
-def calibrate(folder: Path, boot: int = 2000) -> dict:
-    """With 2k seeds a spec, a reading is the mean of k: seeds 0..k-1 against seeds k..2k-1."""
+def seed_table(folder: Path, seeds: int | None = None) -> tuple[list[str], np.ndarray, dict]:
+    """The specs with at least `seeds` seeds (None: 2), their test top-1 (specs x n seeds: each
+    spec's first n, n = `seeds` or the fewest any has), and the table."""
     table = read_table(folder)
-    runs = [sorted(rows, key=lambda r: int(r["seed"])) for rows in table.values() if len(rows) >= 2]
-    k = min(len(r) for r in runs) // 2
-    top1 = np.array([[float(r["test_top1"]) for r in rows[:2 * k]] for rows in runs])
-    a, b = top1[:, :k].mean(axis=1), top1[:, k:].mean(axis=1)
+    runs = {h: sorted(rows, key=lambda r: int(r["seed"])) for h, rows in table.items() if len(rows) >= (seeds or 2)}
+    n = seeds or min(len(r) for r in runs.values())
+    return list(runs), np.array([[float(r["test_top1"]) for r in rows[:n]] for rows in runs.values()]), table
+
+
+def tau_with_ci(a: np.ndarray, b: np.ndarray, boot: int = 2000) -> tuple[float, list[float]]:
+    """Kendall tau and its 95% bootstrap interval over specs."""
     rng = np.random.default_rng(0)
     taus = [kendall_tau(a[i], b[i]) for i in (rng.integers(len(a), size=len(a)) for _ in range(boot))
             if len(set(a[i])) > 1 and len(set(b[i])) > 1]
-    return {"specs": len(a), "seeds_per_reading": k, "seeds": 2 * k, "tau": kendall_tau(a, b),
-            "tau_ci95": np.percentile(taus, [2.5, 97.5]).tolist(),
+    return kendall_tau(a, b), np.percentile(taus, [2.5, 97.5]).tolist()
+
+
+def calibrate(folder: Path, seeds: int | None = None) -> dict:
+    """With n seeds a spec, a reading is the mean of k = n // 2: seeds 0..k-1 against seeds k..2k-1."""
+    _, top1, table = seed_table(folder, seeds)
+    n = top1.shape[1]
+    k = n // 2
+    tau, ci = tau_with_ci(top1[:, :k].mean(axis=1), top1[:, k:2 * k].mean(axis=1))
+    pairs = [kendall_tau(top1[:, i], top1[:, j]) for i in range(n) for j in range(i + 1, n)]
+    return {"specs": len(top1), "seeds_per_reading": k, "seeds": n, "tau": tau, "tau_ci95": ci,
+            "pair_tau_mean": float(np.mean(pairs)), "pairs": len(pairs),
             "seed_sd": seed_noise(top1),
             "spread_sd": float(np.std(top1.mean(axis=1), ddof=1)),
             "macs": [float(min(r[0]["macs"] for r in table.values())), float(max(r[0]["macs"] for r in table.values()))]}
+
+
+def across(folder: Path, other: Path) -> dict:
+    """One pilot's n-seed means against another's, over the specs both hold."""
+    specs, top1, _ = seed_table(folder)
+    other_specs, other_top1, _ = seed_table(other)
+    shared = [h for h in specs if h in other_specs]
+    a = np.array([top1[specs.index(h)].mean() for h in shared])
+    b = np.array([other_top1[other_specs.index(h)].mean() for h in shared])
+    tau, ci = tau_with_ci(a, b)
+    return {"specs": len(shared), "seeds": top1.shape[1], "other_seeds": other_top1.shape[1], "tau": tau, "tau_ci95": ci,
+            "offset": float((a - b).mean())}
 
 
 TARGET = 0.6
@@ -58,14 +89,23 @@ def seeds_needed(own_sd: float, seed_sd: float, target: float = TARGET, most: in
 
 
 if __name__ == "__main__":
-    result = calibrate(Path(sys.argv[1]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pilot", type=Path)
+    parser.add_argument("other", type=Path, nargs="?", help="a second pilot of the same specs")
+    parser.add_argument("--seeds", type=int, help="read the specs with this many seeds or more (default: every "
+                                                   "spec, as many seeds as the fewest has)")
+    args = parser.parse_args()
+    result = calibrate(args.pilot, args.seeds)
     k = result["seeds_per_reading"]
     pair = "seed 0 against seed 1" if k == 1 else f"the mean of seeds 0-{k - 1} against that of seeds {k}-{2 * k - 1}"
-    print(f"{sys.argv[1]}: {result['specs']} specs with {result['seeds']} seeds; {pair}: Kendall tau "
+    print(f"{args.pilot}: {result['specs']} specs with {result['seeds']} seeds; {pair}: Kendall tau "
           f"{result['tau']:+.3f} (95% bootstrap interval over specs {result['tau_ci95'][0]:+.2f} to "
           f"{result['tau_ci95'][1]:+.2f}); one run's seed noise {100 * result['seed_sd']:.2f} points, the specs' "
           f"means spread by {100 * result['spread_sd']:.2f} points; MACs {result['macs'][0] / 1e6:.1f} M to "
           f"{result['macs'][1] / 1e6:.1f} M")
+    if result["pairs"] > 1:
+        print(f"one run against another, over the {result['pairs']} pairs of seeds: mean Kendall tau "
+              f"{result['pair_tau_mean']:+.3f}")
     # The means of n seeds spread by own^2 + noise^2 / n.
     own = math.sqrt(max(result["spread_sd"] ** 2 - result["seed_sd"] ** 2 / result["seeds"], 0.0))
     needed = seeds_needed(own, result["seed_sd"])
@@ -75,3 +115,8 @@ if __name__ == "__main__":
           + f" (measured {result['tau']:+.2f}); "
           + (f"a reading would need the mean of {needed} seeds for tau {TARGET}" if needed else
              f"no mean of up to 64 seeds reaches tau {TARGET}"))
+    if args.other:
+        x = across(args.pilot, args.other)
+        print(f"the mean of {x['seeds']} seeds here against the mean of {x['other_seeds']} in {args.other}, over "
+              f"{x['specs']} specs: Kendall tau {x['tau']:+.3f} (95% bootstrap interval {x['tau_ci95'][0]:+.2f} to "
+              f"{x['tau_ci95'][1]:+.2f}); top-1 here {100 * x['offset']:+.2f} points on average")

@@ -1,18 +1,19 @@
-"""The benchmark's rows trained without Ray, for a GPU machine where Ray is not installed.
+"""A sweep's rows trained without Ray, for a GPU machine where Ray is not installed.
 
-`cotsearch sweep` runs rows as Ray Tune trials. The GPU machine this benchmark ran on has
+`cotsearch sweep` runs rows as Ray Tune trials. The GPU machine the benchmarks ran on has
 PyTorch but no Ray (and nothing can be installed there from the network), so this script
 trains the same rows with the same trial code (cotsearch.search.trial.train_trial) in a pool
 of local processes sharing the GPU, and writes the same row files. `cotsearch sweep
 ... --resume DIR` then finds every row finished and only writes sweep.csv and edf.png.
 Cluster support, retries and the trials' model files are what Ray adds; none is needed here.
 
-    prepare  (here, with cotsearch installed): the two run directories exactly as the
-             commands in README.md make them (space.json, the search table's proxies.json),
-             and plan.json, every row to train in the order to train it
-    run      (on the GPU machine): trains the plan's unfinished rows until a deadline,
-             appending each finished row to one JSON-lines file as it ends
-    collect  (here): files those rows under DIR/rows/, as `cotsearch sweep` would have
+    prepare  (here, with cotsearch installed): the run directory exactly as `cotsearch sweep`
+             with the same arguments makes it (space.json, proxies.json unless --no-proxies),
+             and its rows appended to a plan file: seed 0 of every spec first, then seed 1, ...,
+             so that a run stopped by its deadline leaves whole seeds; a plan holds several sweeps
+    run      (on the GPU machine): trains the plan's unfinished rows, in the plan's order, until
+             a deadline, appending each finished row to one JSON-lines file as it ends
+    collect  (here): files those rows under each DIR/rows/, as `cotsearch sweep` would have
 """
 
 from __future__ import annotations
@@ -28,51 +29,36 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SPACE = HERE.parents[1] / "spaces" / "cot_placement.yaml"
-# The README's recipes: the search recipe is the space file's; the reference sees 3 times the images.
-RECIPES = {"search": {}, "reference": {"epochs": 6, "train_limit": 9000}}
-SEEDS = {"search": 2, "reference": 1}
-REFERENCE_SECOND_SEED_ARCHS = 27
 
-
-def recipe_space(name: str):
-    from cotsearch.search.space import SearchSpace, load_space
-
-    return SearchSpace.model_validate(load_space(str(SPACE)).values_with(train=RECIPES[name]))
-
-
-def prepare(root: Path) -> None:
-    """Run directories and the plan: the seed-0 rows first (the reference's, the longest, then
-    the search recipe's), then the seed-1 rows (the same order: the reference's 27, then the
-    search recipe's 81). The plan lists every row; `run` skips those already finished."""
+def prepare(plan_file: Path, space_file: Path, out: Path, archs: int | None, seeds: int, recipe: dict,
+            proxies: bool, scaled_presets: list[str]) -> None:
+    """Append the rows of `cotsearch sweep SPACE (--archs N | --all) --seeds S [recipe] [--scaled-preset P]
+    --out OUT` (or --resume OUT, where OUT exists) to the plan, seed-major; rows already planned are kept once."""
+    import optuna
     from rich.console import Console
 
-    from cotsearch.bench.sweep import enumerate_specs, row_configs, sample_specs, score_proxies
+    from cotsearch.bench.scaled_presets import sweep_candidates
+    from cotsearch.bench.sweep import row_configs, score_proxies
     from cotsearch.search.rundir import prepare_run_dir
+    from cotsearch.search.space import SearchSpace, load_space
 
-    plan: dict[str, list[dict]] = {}
-    for name in RECIPES:
-        space = recipe_space(name)
-        out = root / name
-        space, lock = prepare_run_dir(space, out, resume=(out / "space.json").exists())
-        try:
-            candidates = enumerate_specs(space)
-            if name == "search":
-                score_proxies(space, candidates, out, Console(stderr=True))
-            rows = row_configs(candidates, SEEDS[name], space.train.seed)
-            if name == "reference":  # `--archs 27 --seeds 2`: the CLI's sample, so a resume there finds them done
-                rows += [r for r in row_configs(sample_specs(space, REFERENCE_SECOND_SEED_ARCHS, space.search.seed), 2,
-                                                space.train.seed) if r.id.seed == 1]
-            plan[name] = rows
-        finally:
-            lock.close()
-    ordered = []
-    for seed in (0, 1):
-        for name in ("reference", "search"):
-            ordered += [{"dir": name, "config": c.model_dump(mode="json")} for c in plan[name] if c.id.seed == seed]
-    (root / "plan.json").write_text(json.dumps(ordered))
-    print(f"plan.json: {len(ordered)} rows ({', '.join(f'{len(v)} {k}' for k, v in plan.items())})")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # as `cotsearch sweep`: no "study created" line for the draw
+    space = SearchSpace.model_validate(load_space(str(space_file)).values_with(
+        train={k: v for k, v in recipe.items() if v is not None}))
+    space, lock = prepare_run_dir(space, out, resume=(out / "space.json").exists())
+    try:
+        candidates, named, _ = sweep_candidates(space, archs, scaled_presets)
+        if proxies:
+            score_proxies(space, candidates, out, Console(stderr=True))
+        rows = sorted(row_configs(candidates, seeds, space.train.seed, named), key=lambda c: c.id.seed)
+    finally:
+        lock.close()
+    plan = json.loads(plan_file.read_text()) if plan_file.exists() else []
+    planned = {(t["dir"], json.dumps(t["config"]["id"], sort_keys=True)) for t in plan}
+    added = [t for t in ({"dir": str(out), "config": c.model_dump(mode="json")} for c in rows)
+             if (t["dir"], json.dumps(t["config"]["id"], sort_keys=True)) not in planned]
+    plan_file.write_text(json.dumps(plan + added))
+    print(f"{plan_file}: {len(plan) + len(added)} rows ({len(added)} added for {out}: {len(candidates)} specs x {seeds} seeds)")
 
 
 def _train_row(task: dict) -> tuple[dict, dict] | None:
@@ -128,7 +114,7 @@ def check_triton() -> bool:
     return ok
 
 
-def run(root: Path, rows_file: Path, workers: int, deadline_s: float, data: str | None) -> None:
+def run(plan_file: Path, rows_file: Path, workers: int, deadline_s: float, data: str | None) -> None:
     """Train the plan's rows not yet finished, `workers` at a time; start none after
     `deadline_s`, and append each finished row to `rows_file` as it ends."""
     from cotsearch.bench.sweep import FINISHED, make_row, read_rows
@@ -142,20 +128,21 @@ def run(root: Path, rows_file: Path, workers: int, deadline_s: float, data: str 
         if not check_triton():
             os.environ["COTSEARCH_TRITON"] = "0"  # the spawned workers use the PyTorch aggregation
             print("Triton kernels differ from the reference: training with the PyTorch aggregation", flush=True)
-    plan = json.loads((root / "plan.json").read_text())
-    done = {(name, n) for name in RECIPES for n, row in read_rows(root / name).items() if row["state"] in FINISHED}
+    plan = json.loads(plan_file.read_text())
+    dirs = list(dict.fromkeys(t["dir"] for t in plan))
+    done = {(d, n) for d in dirs for n, row in read_rows(Path(d)).items() if row["state"] in FINISHED}
     if rows_file.exists():
         done |= {(r["dir"], r["number"]) for r in map(json.loads, rows_file.read_text().splitlines())
                  if r["row"]["state"] in FINISHED}
-    spaces = {}
-    for name in RECIPES:
-        space = json.loads((root / name / "space.json").read_text())
+    spaces, proxies = {}, {}
+    for d in dirs:
+        space = json.loads((Path(d) / "space.json").read_text())
         if data:
             space["train"]["data"] = data
-        spaces[name] = json.dumps(space)
-    proxies = json.loads((root / "search" / "proxies.json").read_text())
-    tasks = [{**t, "space": spaces[t["dir"]], "deadline": started + deadline_s,
-              "proxies": proxies if t["dir"] == "search" else {}}
+        spaces[d] = json.dumps(space)
+        scored = Path(d) / "proxies.json"
+        proxies[d] = json.loads(scored.read_text()) if scored.exists() else {}
+    tasks = [{**t, "space": spaces[t["dir"]], "deadline": started + deadline_s, "proxies": proxies[t["dir"]]}
              for t in plan if (t["dir"], str(TrialId.model_validate(t["config"]["id"]))) not in done]
     print(f"{len(plan) - len(tasks)} of {len(plan)} rows finished; training {len(tasks)} with {workers} workers, "
           f"none started after {deadline_s:.0f} s", flush=True)
@@ -185,20 +172,33 @@ def run(root: Path, rows_file: Path, workers: int, deadline_s: float, data: str 
     print(f"{finished} rows in {time.time() - started:.0f} s", flush=True)
 
 
-def collect(root: Path, rows_file: Path) -> None:
+def collect(rows_file: Path) -> None:
     from cotsearch.bench.sweep import write_row
 
     lines = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
     for r in lines:
-        write_row(root / r["dir"], r["number"], r["row"])
+        write_row(Path(r["dir"]), r["number"], r["row"])
     print(f"filed {len(lines)} rows from {rows_file}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("prepare")
+    p = sub.add_parser("prepare", help="add a sweep's rows to a plan (the options are `cotsearch sweep`'s)")
+    p.add_argument("plan_file", type=Path)
+    p.add_argument("space_file", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="the sweep's run directory, relative to the repository")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--archs", type=int)
+    which.add_argument("--all", action="store_true")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--train-limit", type=int)
+    p.add_argument("--val-size", type=int)
+    p.add_argument("--no-proxies", action="store_true")
+    p.add_argument("--scaled-preset", action="append", default=[])
     r = sub.add_parser("run")
+    r.add_argument("plan_file", type=Path)
     r.add_argument("rows_file", type=Path)
     r.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     r.add_argument("--deadline", type=float, default=float("inf"), help="seconds after which no row starts")
@@ -206,12 +206,23 @@ def main() -> None:
     c = sub.add_parser("collect")
     c.add_argument("rows_file", type=Path)
     args = parser.parse_args()
+    from cotsearch.errors import CotsearchError
+
+    try:
+        dispatch(args)
+    except CotsearchError as e:  # a user's mistake (a space file, a run directory): one line, as the CLI says it
+        sys.exit(f"error: {e}")
+
+
+def dispatch(args: argparse.Namespace) -> None:
     if args.command == "prepare":
-        prepare(HERE)
+        prepare(args.plan_file, args.space_file, args.out, None if args.all else args.archs, args.seeds,
+                {"epochs": args.epochs, "train_limit": args.train_limit, "val_size": args.val_size},
+                not args.no_proxies, args.scaled_preset)
     elif args.command == "run":
-        run(HERE, args.rows_file, args.workers, args.deadline, args.data)
+        run(args.plan_file, args.rows_file, args.workers, args.deadline, args.data)
     else:
-        collect(HERE, args.rows_file)
+        collect(args.rows_file)
 
 
 if __name__ == "__main__":
