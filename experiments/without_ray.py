@@ -184,7 +184,7 @@ def collect(rows_file: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("prepare", help="add a sweep's rows to a plan (the options are `cotsearch sweep`'s)")
+    p = sub.add_parser("prepare", help="add a sweep's rows to a plan (these options mean what `cotsearch sweep`'s do; --data is run's)")
     p.add_argument("plan_file", type=Path)
     p.add_argument("space_file", type=Path)
     p.add_argument("--out", type=Path, required=True, help="the sweep's run directory, relative to the repository")

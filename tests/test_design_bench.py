@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from cotsearch.arch.load import load_spec
-from cotsearch.bench import analysis, pareto, simulate
+from cotsearch.bench import analysis, pareto, ranking, simulate
 from cotsearch.bench.scaled_presets import FACTORS, against_preset, scale_to_budget, scale_width
 from cotsearch.bench.sweep import make_row, row_configs, sample_specs, write_table
-from cotsearch.bench.table import Bench
+from cotsearch.bench.table import Bench, reading_pairs, seed_pairs
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.errors import CotsearchError
 from cotsearch.search.space import load_space
@@ -139,3 +139,38 @@ def test_the_analysis_ranks_the_scaled_presets_and_counts_who_beats_them(tmp_pat
     assert "## A person's choice: presets scaled by width to the budget" in text
     assert f"| {low} | " in text and f"| {high} | " in text and "## Two objectives: top-1 and MACs" in text
     assert "## Simulated searches: 4 trainings" in text and "## Simulated searches: 8 trainings" in text
+
+
+def test_the_noise_ceiling_compares_readings_of_as_many_seeds_as_a_reading_has():
+    # Most specs read as a 3-seed mean, three of them with 3 more seeds: the ceiling is 3 against 3.
+    top1 = {"a": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "b": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
+            "c": [0.5, 0.5, 0.5, 0.1, 0.1, 0.1], "d": [0.7, 0.7, 0.7], "e": [0.2, 0.2, 0.2], "f": [0.3, 0.3, 0.3]}
+    rows = {h: [{"seed": s, "test_top1": v} for s, v in reversed(list(enumerate(values)))] for h, values in top1.items()}
+    first, second, what = reading_pairs(rows, list(top1), "test_top1")
+    assert what == "the mean of seeds 0-2 against that of seeds 3-5"
+    assert first == pytest.approx([0.2, 0.8, 0.5]) and second == pytest.approx([0.5, 0.5, 0.1])
+    # A failed run (d's seed 1, a's seed 4) changes neither k nor which seeds a reading holds: a is left out.
+    failed = {**rows, "d": [r for r in rows["d"] if r["seed"] != 1], "a": [r for r in rows["a"] if r["seed"] != 4]}
+    failed["g"] = [{"seed": s, "test_top1": 0.6} for s in range(6)]
+    first, second, what = reading_pairs(failed, list(failed), "test_top1")
+    assert what == "the mean of seeds 0-2 against that of seeds 3-5"
+    assert first == pytest.approx([0.8, 0.5, 0.6]) and second == pytest.approx([0.5, 0.1, 0.6])
+    # 2-seed readings, with 4 seeds for three specs: 2 against 2.
+    two = {h: [{"seed": s, "test_top1": v} for s, v in enumerate(values[:4] if h in "abc" else values[:2])]
+           for h, values in top1.items()}
+    first, second, what = reading_pairs(two, list(two), "test_top1")
+    assert what == "the mean of seeds 0-1 against that of seeds 2-3" and first == pytest.approx([0.15, 0.85, 0.5])
+    # Too few specs with twice the seeds, or one seed a reading: one run against another, as seed_pairs has it.
+    for cut in ({**rows, "c": rows["c"][3:]}, {h: r[-1:] if h in "def" else r for h, r in rows.items()}):
+        first, second, what = reading_pairs(cut, list(cut), "test_top1")
+        seed_0, seed_1 = seed_pairs(cut, list(cut), "test_top1")
+        assert what == "seed 0 against seed 1" and first == pytest.approx(seed_0) and second == pytest.approx(seed_1)
+
+
+def test_the_analysis_names_the_ceiling_it_measured():
+    # 6 seeds a spec: the readings compared are two 3-seed means, and the label says so.
+    truth = {h: 0.8 + 0.01 * i for i, h in enumerate("abcd")}
+    search = {h: [{"seed": 0, "val_top1_epoch_1": t, "val_top1": t}] for h, t in truth.items()}
+    reference = {h: [{"seed": s, "test_top1": t + 0.001 * (s % 3)} for s in range(6)] for h, t in truth.items()}
+    found = {label: tau for label, tau, _, _ in ranking.correlations(Bench(sorted(truth), search, reference, 1))}
+    assert found["noise ceiling: reference test top-1, the mean of seeds 0-2 against that of seeds 3-5"] == pytest.approx(1)

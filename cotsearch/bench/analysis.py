@@ -5,7 +5,7 @@ Writes analysis.md with its plots:
 
 - rank correlations of every zero-cost proxy, params, MACs and the search recipe's validation
   top-1 after each epoch with the reference's test top-1 (mean over its seeds); the
-  reference's own seed-to-seed correlation is the noise ceiling;
+  reference's agreement with itself (two independent readings) is the noise ceiling;
 - from which epoch the search recipe's ranking carries signal: per epoch (and for the final
   model's test top-1), the seed noise against the specs' spread, and the Kendall tau of seed 0
   against seed 1 and against the reference, each with a seeded permutation test of no signal;

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as scipy_stats
 
-from cotsearch.bench.table import Bench, as_number, seed_pairs
+from cotsearch.bench.table import Bench, as_number, reading_pairs, seed_pairs
 from cotsearch.search.space import PROXY_NAMES
 from cotsearch.search.stats import Noise
 
@@ -48,7 +48,8 @@ def tau_test(a, b, permutations: int = PERMUTATIONS) -> tuple[float, float]:
 
 def correlations(bench: Bench) -> list[tuple[str, float, float, int]]:
     """(predictor, Kendall tau, Spearman rho, specs) against the reference top-1, then the
-    noise ceilings (seed against seed)."""
+    noise ceilings: two independent readings of the reference (table.reading_pairs), the search
+    recipe's seed 0 against its seed 1."""
     truth = bench.truth()
     found = []
 
@@ -67,7 +68,8 @@ def correlations(bench: Bench) -> list[tuple[str, float, float, int]]:
         one = [[as_number(r[column]) for r in sorted(bench.search[h], key=lambda r: int(r["seed"]))][0]
                for h in bench.specs]
         add(f"search recipe, val top-1 after epoch {epoch} (seed 0 alone)", np.array(one))
-    add("noise ceiling: reference test top-1, seed 0 against seed 1", *seed_pairs(bench.reference, bench.specs, "test_top1"))
+    first, second, what = reading_pairs(bench.reference, bench.specs, "test_top1")
+    add(f"noise ceiling: reference test top-1, {what}", first, second)
     add(f"search recipe, val top-1 after epoch {bench.epochs}, seed 0 against seed 1",
         *seed_pairs(bench.search, bench.specs, "val_top1"))
     return found

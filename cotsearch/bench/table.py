@@ -104,6 +104,24 @@ def seed_pairs(table: dict[str, list[dict]], specs: list[str], column: str) -> t
     return np.array([as_number(a[column]) for a, _ in twice]), np.array([as_number(b[column]) for _, b in twice])
 
 
+def reading_pairs(table: dict[str, list[dict]], specs: list[str], column: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """Two independent readings of `column` a spec, and what was compared. A reading is the mean of
+    k seeds, k the number of seeds most specs have (a reference read as a 3-seed mean is checked 3
+    against 3; a failed run does not change k): the mean of seeds 0..k-1 against that of seeds
+    k..2k-1, over the specs that hold all of them. Where fewer than 3 specs do, k is the largest
+    that 3 specs hold twice over; at 1, seed 0 against seed 1 (seed_pairs)."""
+    counts = [len(table[h]) for h in specs]
+    most = max(set(counts), key=lambda n: (counts.count(n), -n))  # the most common count; a tie to the fewer
+    held = [{int(r["seed"]): as_number(r[column]) for r in table[h]} for h in specs]
+    for k in range(most, 1, -1):
+        whole = [seeds for seeds in held if all(s in seeds for s in range(2 * k))]
+        if len(whole) >= 3:
+            first = np.array([np.mean([seeds[s] for s in range(k)]) for seeds in whole])
+            second = np.array([np.mean([seeds[s] for s in range(k, 2 * k)]) for seeds in whole])
+            return first, second, f"the mean of seeds 0-{k - 1} against that of seeds {k}-{2 * k - 1}"
+    return *seed_pairs(table, specs, column), "seed 0 against seed 1"
+
+
 def choice_effects(bench: Bench, params: list[str]) -> list[tuple[str, str, int, float, float, float]]:
     """(parameter, value, specs, mean reference top-1, its 95% CI half-width, mean search val
     top-1) for every value of every parameter: on an exhaustive table of a space of choices,

@@ -32,13 +32,16 @@ def seed_noise(top1: np.ndarray) -> float:
     return float(np.sqrt((resid ** 2).sum() / ((top1.shape[0] - 1) * (top1.shape[1] - 1))))
 
 
-def seed_table(folder: Path, seeds: int | None = None) -> tuple[list[str], np.ndarray, dict]:
-    """The specs with at least `seeds` seeds (None: 2), their test top-1 (specs x n seeds: each
-    spec's first n, n = `seeds` or the fewest any has), and the table."""
+def seed_table(folder: Path, seeds: int | None = None) -> tuple[list[str], np.ndarray, list[float]]:
+    """The space's specs with at least `seeds` seeds (None: 2; scaled presets left out, as `cotsearch
+    analyze` ranks them apart), their test top-1 (specs x n seeds: each spec's first n, n = `seeds`
+    or the fewest any of them has), and their MACs."""
     table = read_table(folder)
-    runs = {h: sorted(rows, key=lambda r: int(r["seed"])) for h, rows in table.items() if len(rows) >= (seeds or 2)}
+    runs = {h: sorted(rows, key=lambda r: int(r["seed"])) for h, rows in table.items()
+            if len(rows) >= (seeds or 2) and not rows[0].get("named")}
     n = seeds or min(len(r) for r in runs.values())
-    return list(runs), np.array([[float(r["test_top1"]) for r in rows[:n]] for rows in runs.values()]), table
+    top1 = np.array([[float(r["test_top1"]) for r in rows[:n]] for rows in runs.values()])
+    return list(runs), top1, [float(rows[0]["macs"]) for rows in runs.values()]
 
 
 def tau_with_ci(a: np.ndarray, b: np.ndarray, boot: int = 2000) -> tuple[float, list[float]]:
@@ -51,7 +54,7 @@ def tau_with_ci(a: np.ndarray, b: np.ndarray, boot: int = 2000) -> tuple[float, 
 
 def calibrate(folder: Path, seeds: int | None = None) -> dict:
     """With n seeds a spec, a reading is the mean of k = n // 2: seeds 0..k-1 against seeds k..2k-1."""
-    _, top1, table = seed_table(folder, seeds)
+    _, top1, macs = seed_table(folder, seeds)
     n = top1.shape[1]
     k = n // 2
     tau, ci = tau_with_ci(top1[:, :k].mean(axis=1), top1[:, k:2 * k].mean(axis=1))
@@ -60,13 +63,13 @@ def calibrate(folder: Path, seeds: int | None = None) -> dict:
             "pair_tau_mean": float(np.mean(pairs)), "pairs": len(pairs),
             "seed_sd": seed_noise(top1),
             "spread_sd": float(np.std(top1.mean(axis=1), ddof=1)),
-            "macs": [float(min(r[0]["macs"] for r in table.values())), float(max(r[0]["macs"] for r in table.values()))]}
+            "macs": [min(macs), max(macs)]}
 
 
-def across(folder: Path, other: Path) -> dict:
-    """One pilot's n-seed means against another's, over the specs both hold."""
-    specs, top1, _ = seed_table(folder)
-    other_specs, other_top1, _ = seed_table(other)
+def across(folder: Path, other: Path, seeds: int | None = None) -> dict:
+    """One pilot's n-seed means against another's, over the specs both hold (`seeds` as seed_table's)."""
+    specs, top1, _ = seed_table(folder, seeds)
+    other_specs, other_top1, _ = seed_table(other, seeds)
     shared = [h for h in specs if h in other_specs]
     a = np.array([top1[specs.index(h)].mean() for h in shared])
     b = np.array([other_top1[other_specs.index(h)].mean() for h in shared])
@@ -78,9 +81,12 @@ def across(folder: Path, other: Path) -> dict:
 TARGET = 0.6
 
 
-def predicted_tau(own_sd: float, seed_sd: float, seeds: int) -> float:
-    """Kendall tau of two independent means of `seeds` runs each, for normal spec effects and noise."""
-    r = own_sd ** 2 / (own_sd ** 2 + seed_sd ** 2 / seeds)
+def predicted_tau(own_sd: float, seed_sd: float, seeds: int, other_seeds: int | None = None) -> float:
+    """Kendall tau of two independent means of `seeds` runs and `other_seeds` (default: as many)
+    runs, for normal spec effects and noise: Pearson r = own^2 / sqrt((own^2 + noise^2 / k1)
+    (own^2 + noise^2 / k2)), Kendall tau 2/pi asin r."""
+    k1, k2 = seeds, other_seeds or seeds
+    r = own_sd ** 2 / math.sqrt((own_sd ** 2 + seed_sd ** 2 / k1) * (own_sd ** 2 + seed_sd ** 2 / k2))
     return 2 / math.pi * math.asin(r)
 
 
@@ -92,8 +98,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("pilot", type=Path)
     parser.add_argument("other", type=Path, nargs="?", help="a second pilot of the same specs")
-    parser.add_argument("--seeds", type=int, help="read the specs with this many seeds or more (default: every "
-                                                   "spec, as many seeds as the fewest has)")
+    parser.add_argument("--seeds", type=int, help="read the specs with this many seeds or more, their first this "
+                                                   "many (default: the specs with 2 or more, as many as the fewest has)")
     args = parser.parse_args()
     result = calibrate(args.pilot, args.seeds)
     k = result["seeds_per_reading"]
@@ -112,11 +118,14 @@ if __name__ == "__main__":
     print(f"the specs' own spread, less the noise in those means: {100 * own:.2f} points; predicted tau of one run "
           f"against another {predicted_tau(own, result['seed_sd'], 1):+.2f}"
           + (f", of a {k}-seed mean against another {predicted_tau(own, result['seed_sd'], k):+.2f}" if k > 1 else "")
-          + f" (measured {result['tau']:+.2f}); "
+          + f" (measured {result['tau']:+.2f}), of two {result['seeds']}-seed means "
+          + f"{predicted_tau(own, result['seed_sd'], result['seeds']):+.2f}; "
           + (f"a reading would need the mean of {needed} seeds for tau {TARGET}" if needed else
              f"no mean of up to 64 seeds reaches tau {TARGET}"))
     if args.other:
-        x = across(args.pilot, args.other)
+        x = across(args.pilot, args.other, args.seeds)
         print(f"the mean of {x['seeds']} seeds here against the mean of {x['other_seeds']} in {args.other}, over "
               f"{x['specs']} specs: Kendall tau {x['tau']:+.3f} (95% bootstrap interval {x['tau_ci95'][0]:+.2f} to "
-              f"{x['tau_ci95'][1]:+.2f}); top-1 here {100 * x['offset']:+.2f} points on average")
+              f"{x['tau_ci95'][1]:+.2f}; predicted from this pilot's spread and noise "
+              f"{predicted_tau(own, result['seed_sd'], x['seeds'], x['other_seeds']):+.2f}); top-1 here "
+              f"{100 * x['offset']:+.2f} points on average")
