@@ -11,7 +11,7 @@ rows_file=${2:?} deadline=${3:?} data=${4:?} workers=${5:-$(( $(nproc) - 1 ))}
 # GPU (measured on the H200: design-pilot rows took 40-100 s with it, 150-165 s without). A
 # daemon left by an earlier run on the same machine is kept. Where MPS cannot start, the run
 # goes on without it (slower, not different).
-nvidia-cuda-mps-control -d 2>/dev/null || pgrep -x nvidia-cuda-mps-control >/dev/null || true
+nvidia-cuda-mps-control -d 2>/dev/null || true  # fails where a daemon runs already: the check below keeps it
 if pgrep -x nvidia-cuda-mps-control >/dev/null && timeout 60 python3 -c "import torch; torch.ones(1, device='cuda').sum().item()"; then
   echo "CUDA MPS on"
 else

@@ -37,8 +37,7 @@ def prepare(plan_file: Path, space_file: Path, out: Path, archs: int | None, see
     import optuna
     from rich.console import Console
 
-    from cotsearch.bench.scaled_presets import sweep_candidates
-    from cotsearch.bench.sweep import row_configs, score_proxies
+    from cotsearch.bench.sweep import row_configs, score_proxies, sweep_candidates
     from cotsearch.search.rundir import prepare_run_dir
     from cotsearch.search.space import SearchSpace, load_space
 
@@ -54,11 +53,18 @@ def prepare(plan_file: Path, space_file: Path, out: Path, archs: int | None, see
     finally:
         lock.close()
     plan = json.loads(plan_file.read_text()) if plan_file.exists() else []
-    planned = {(t["dir"], json.dumps(t["config"]["id"], sort_keys=True)) for t in plan}
+    planned = {(t["dir"], row_number(t)) for t in plan}
     added = [t for t in ({"dir": str(out), "config": c.model_dump(mode="json")} for c in rows)
-             if (t["dir"], json.dumps(t["config"]["id"], sort_keys=True)) not in planned]
+             if (t["dir"], row_number(t)) not in planned]
     plan_file.write_text(json.dumps(plan + added))
     print(f"{plan_file}: {len(plan) + len(added)} rows ({len(added)} added for {out}: {len(candidates)} specs x {seeds} seeds)")
+
+
+def row_number(task: dict) -> str:
+    """A planned row's number, as its row file is named (DIR/rows/NUMBER.json)."""
+    from cotsearch.search.trial_types import TrialId
+
+    return str(TrialId.model_validate(task["config"]["id"]))
 
 
 def _train_row(task: dict) -> tuple[dict, dict] | None:
@@ -118,7 +124,7 @@ def run(plan_file: Path, rows_file: Path, workers: int, deadline_s: float, data:
     """Train the plan's rows not yet finished, `workers` at a time; start none after
     `deadline_s`, and append each finished row to `rows_file` as it ends."""
     from cotsearch.bench.sweep import FINISHED, make_row, read_rows
-    from cotsearch.search.trial_types import TrialConfig, TrialId, TrialResult
+    from cotsearch.search.trial_types import TrialConfig, TrialResult
 
     started = time.time()
     import torch
@@ -143,7 +149,7 @@ def run(plan_file: Path, rows_file: Path, workers: int, deadline_s: float, data:
         scored = Path(d) / "proxies.json"
         proxies[d] = json.loads(scored.read_text()) if scored.exists() else {}
     tasks = [{**t, "space": spaces[t["dir"]], "deadline": started + deadline_s, "proxies": proxies[t["dir"]]}
-             for t in plan if (t["dir"], str(TrialId.model_validate(t["config"]["id"]))) not in done]
+             for t in plan if (t["dir"], row_number(t)) not in done]
     print(f"{len(plan) - len(tasks)} of {len(plan)} rows finished; training {len(tasks)} with {workers} workers, "
           f"none started after {deadline_s:.0f} s", flush=True)
     finished = 0
@@ -162,7 +168,7 @@ def run(plan_file: Path, rows_file: Path, workers: int, deadline_s: float, data:
                 if done_row is None:
                     continue
                 task, row = done_row
-                number = str(TrialId.model_validate(task["config"]["id"]))
+                number = row_number(task)
                 log.write(json.dumps({"dir": task["dir"], "number": number, "row": row}) + "\n")
                 log.flush()
                 finished += 1

@@ -15,7 +15,6 @@ import numpy as np
 
 from cotsearch.arch.load import load_spec
 from cotsearch.arch.spec import BackboneSpec
-from cotsearch.bench.sweep import enumerate_specs, sample_specs
 from cotsearch.cost.analytic import CostReport, estimate_cost
 from cotsearch.errors import CotsearchError, SpecError
 from cotsearch.search.prescreen import Candidate
@@ -108,14 +107,3 @@ def against_preset(strategy: str, preset: str, chosen_truth: np.ndarray, preset_
     return PersonsChoice(strategy, preset, len(difference), int((difference > 0).sum()), float(difference.mean()),
                          1.96 * math.sqrt(spread ** 2 + preset_se ** 2))
 
-
-def sweep_candidates(space: SearchSpace, archs: int | None, scaled_presets: list[str] | None = None,
-                     ) -> tuple[list[Candidate], dict[str, str], list[ScaledPreset]]:
-    """A sweep's specs: every feasible spec of the space (archs None) or its first `archs` seeded
-    draws, then each of `scaled_presets` scaled to the budget; the scaled presets' labels by spec
-    hash; and the scaled presets. One that is a sampled spec already stays one of them, unnamed."""
-    candidates = enumerate_specs(space) if archs is None else sample_specs(space, archs, space.search.seed)
-    sampled = {c.spec.spec_hash() for c in candidates}
-    scaled = [s for s in (scale_to_budget(space, name) for name in dict.fromkeys(scaled_presets or []))
-              if s.spec.spec_hash() not in sampled]
-    return candidates + [s.candidate() for s in scaled], {s.spec.spec_hash(): s.label for s in scaled}, scaled

@@ -26,6 +26,7 @@ import optuna
 from matplotlib.figure import Figure
 from rich.console import Console
 
+from cotsearch.bench.scaled_presets import ScaledPreset, scale_to_budget
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_text
 from cotsearch.search.prescreen import Candidate, feasible, random_candidates
@@ -84,6 +85,18 @@ def sample_specs(space: SearchSpace, archs: int, seed: int) -> list[Candidate]:
         raise CotsearchError(f"--archs {archs}: only {len(found)} distinct feasible specs found in "
                              f"{space.search.max_infeasible} draws in a row; ask for fewer, or use --all")
     return list(found.values())
+
+
+def sweep_candidates(space: SearchSpace, archs: int | None, scaled_presets: list[str] | None = None,
+                     ) -> tuple[list[Candidate], dict[str, str], list[ScaledPreset]]:
+    """A sweep's specs: every feasible spec of the space (archs None) or its first `archs` seeded
+    draws, then each of `scaled_presets` scaled to the budget; the scaled presets' labels by spec
+    hash; and the scaled presets. One that is a sampled spec already stays one of them, unnamed."""
+    candidates = enumerate_specs(space) if archs is None else sample_specs(space, archs, space.search.seed)
+    sampled = {c.spec.spec_hash() for c in candidates}
+    scaled = [s for s in (scale_to_budget(space, name) for name in dict.fromkeys(scaled_presets or []))
+              if s.spec.spec_hash() not in sampled]
+    return candidates + [s.candidate() for s in scaled], {s.spec.spec_hash(): s.label for s in scaled}, scaled
 
 
 def row_configs(candidates: list[Candidate], seeds: int, recipe_seed: int,

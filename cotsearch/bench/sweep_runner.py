@@ -9,7 +9,7 @@ from pathlib import Path
 from ray import tune
 from rich.console import Console
 
-from cotsearch.bench.scaled_presets import ScaledPreset, sweep_candidates
+from cotsearch.bench.scaled_presets import ScaledPreset
 from cotsearch.bench.sweep import (
     EDF,
     FINISHED,
@@ -18,6 +18,7 @@ from cotsearch.bench.sweep import (
     read_rows,
     row_configs,
     score_proxies,
+    sweep_candidates,
     write_row,
     write_table,
 )

@@ -70,9 +70,10 @@ def across(folder: Path, other: Path, seeds: int | None = None) -> dict:
     """One pilot's n-seed means against another's, over the specs both hold (`seeds` as seed_table's)."""
     specs, top1, _ = seed_table(folder, seeds)
     other_specs, other_top1, _ = seed_table(other, seeds)
-    shared = [h for h in specs if h in other_specs]
-    a = np.array([top1[specs.index(h)].mean() for h in shared])
-    b = np.array([other_top1[other_specs.index(h)].mean() for h in shared])
+    means = dict(zip(specs, top1.mean(axis=1)))
+    other_means = dict(zip(other_specs, other_top1.mean(axis=1)))
+    shared = [h for h in specs if h in other_means]
+    a, b = np.array([means[h] for h in shared]), np.array([other_means[h] for h in shared])
     tau, ci = tau_with_ci(a, b)
     return {"specs": len(shared), "seeds": top1.shape[1], "other_seeds": other_top1.shape[1], "tau": tau, "tau_ci95": ci,
             "offset": float((a - b).mean())}
