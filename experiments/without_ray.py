@@ -38,6 +38,7 @@ def prepare(plan_file: Path, space_file: Path, out: Path, archs: int | None, see
     from rich.console import Console
 
     from cotsearch.bench.sweep import row_configs, score_proxies, sweep_candidates
+    from cotsearch.files import atomic_write_text
     from cotsearch.search.rundir import prepare_run_dir
     from cotsearch.search.space import SearchSpace, load_space
 
@@ -56,7 +57,8 @@ def prepare(plan_file: Path, space_file: Path, out: Path, archs: int | None, see
     planned = {(t["dir"], row_number(t)) for t in plan}
     added = [t for t in ({"dir": str(out), "config": c.model_dump(mode="json")} for c in rows)
              if (t["dir"], row_number(t)) not in planned]
-    plan_file.write_text(json.dumps(plan + added))
+    plan_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(plan_file, json.dumps(plan + added))  # a stopped prepare leaves the old plan whole
     print(f"{plan_file}: {len(plan) + len(added)} rows ({len(added)} added for {out}: {len(candidates)} specs x {seeds} seeds)")
 
 
