@@ -126,6 +126,7 @@ def test_export_refuses_a_file_type_it_does_not_write(tmp_path):
 
 COMMANDS = {
     "build": (["build", "cotnet_tiny"], "a cotsearch model file"),
+    "train": (["train", "resnet_tiny", "--epochs", "1"], "a cotsearch model file"),
     "convert": (["convert", "ckpt.pth", "--preset", "cotnet_tiny"], "a cotsearch model file"),
     "export-onnx": (["export-onnx", "model.safetensors"], "an ONNX file from PyTorch's exporter"),
     "report": (["report", "run"], "a cotsearch report"),
@@ -149,6 +150,25 @@ def test_an_output_that_is_not_ours_is_refused_before_any_work(tmp_path, monkeyp
     assert str(result.exception) == f"-o {target}: {TARGETS[target].format(kind=kind)}" + (
         " (move it away or choose another path)" if target == "notes.txt" else "")
     assert sorted(p.name for p in tmp_path.rglob("*")) == before and (tmp_path / "notes.txt").read_text() == "the user's"
+
+
+def test_export_overwrites_only_what_cotsearch_wrote(tmp_path):
+    """Before, `export -o` replaced any file: a spec a person wrote, or their own weights."""
+    from cotsearch.arch.load import PRESETS, is_written_spec
+
+    hand_written = (PRESETS / "resnet_tiny.yaml").read_text()  # a valid spec, as a person writes one
+    (tmp_path / "mine.yaml").write_text(hand_written)
+    (tmp_path / "mine.safetensors").write_text("the user's")
+    (tmp_path / "dumped.yaml").write_text(cotsearch.load_spec("resnet_tiny").to_yaml())
+    assert not is_written_spec(tmp_path / "mine.yaml") and is_written_spec(tmp_path / "dumped.yaml")
+    for name, kind in (("mine.yaml", "a spec file cotsearch wrote"), ("mine.safetensors", "a cotsearch model file")):
+        result = cli_here("export", tmp_path / "run", "-o", tmp_path / name)
+        assert str(result.exception).startswith(f"-o {tmp_path / name}: exists and is not {kind}; it is not overwritten")
+    assert (tmp_path / "mine.yaml").read_text() == hand_written and (tmp_path / "mine.safetensors").read_text() == "the user's"
+    assert cli_here("build", "resnet_tiny", "-o", tmp_path / "own.safetensors").exit_code == 0
+    for ours in ("dumped.yaml", "own.safetensors"):  # past the check, to the run directory
+        result = cli_here("export", tmp_path / "run", "-o", tmp_path / ours)
+        assert str(result.exception).startswith(f"{tmp_path / 'run'}: not a cotsearch run directory")
 
 
 def test_build_onto_a_folder_exits_2_with_one_line(tmp_path):

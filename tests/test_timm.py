@@ -247,6 +247,26 @@ def test_head_contract():
         assert headless(x).shape == feats.shape
 
 
+def test_factory_keywords_make_the_parameters_where_and_as_asked():
+    """timm's models take device= and dtype= and have in_chans (timm 1.0.31's test_model_default_cfgs
+    reads all three); CoTNet refused the keywords as unknown and lacked the attribute."""
+    torch.manual_seed(0)
+    plain = timm.create_model("cotnet_tiny", num_classes=10, in_chans=3)
+    assert plain.in_chans == plain.spec.in_chans == 3
+    torch.manual_seed(0)
+    double = timm.create_model("cotnet_tiny", num_classes=10, in_chans=3, dtype=torch.float64)
+    weights = double.state_dict()
+    for name, value in plain.state_dict().items():  # the same initialisation, cast
+        assert weights[name].dtype == (value.dtype if not value.is_floating_point() else torch.float64)
+        assert torch.equal(weights[name], value.to(weights[name].dtype)), name
+    meta = timm.create_model("cotnet50", device="meta", dtype=torch.bfloat16)
+    assert {(t.device.type, t.dtype) for t in meta.parameters()} == {("meta", torch.bfloat16)}
+    meta.eval().reset_classifier(5)  # a new head follows the network: device, dtype and mode
+    assert (meta.fc.weight.device.type, meta.fc.weight.dtype, meta.fc.training) == ("meta", torch.bfloat16, False)
+    x = torch.randn(2, 3, 28, 28, dtype=torch.float64)
+    assert double.eval()(x).dtype == torch.float64
+
+
 @pytest.mark.parametrize("name, size", PRESETS)
 def test_presets_keep_the_contract(name, size):
     model, x = preset(name, size)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from cotsearch.arch.spec import BackboneSpec
 from cotsearch.arch.yaml_io import format_validation_error, parse_yaml, read_yaml
-from cotsearch.errors import SpecError
+from cotsearch.errors import CotsearchError, SpecError
 
 PRESETS = resources.files("cotsearch.arch") / "presets"
 
@@ -45,3 +45,14 @@ def load_spec(name_or_path: str | Path) -> BackboneSpec:
     guess = difflib.get_close_matches(text, list_presets(), n=1)
     hint = f"did you mean {guess[0]!r}? " if guess else ""
     raise SpecError(f"{text}: no such preset or file; {hint}presets: {', '.join(list_presets())}")
+
+
+def is_written_spec(path: str | Path) -> bool:
+    """Whether `path` holds exactly what cotsearch writes for a spec (`BackboneSpec.to_yaml`):
+    such a file a command may overwrite; a spec a person wrote by hand never matches it. (Nor
+    does one an older cotsearch wrote before the spec gained a field: refused, the safe way.)"""
+    try:
+        spec = load_spec(path)  # first: it refuses a file too big to be a spec before reading it
+        return Path(path).read_bytes() == spec.to_yaml().encode()
+    except (CotsearchError, OSError):
+        return False

@@ -148,7 +148,9 @@ def train(
                                           device=device, augment=augment, mixup=mixup, cutmix=cutmix,
                                           channels_last=channels_last))
     if output is not None:
-        check_writable(output, "-o")
+        from cotsearch.export.header import is_model_file
+
+        check_writable(output, "-o", is_model_file, "a cotsearch model file")
     from cotsearch.cost.latency import resolve_device
     from cotsearch.cost.memory import check_fits
     from cotsearch.data.load import load_data

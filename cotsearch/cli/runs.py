@@ -29,6 +29,14 @@ def export(
     if output.suffix not in (".safetensors", ".yaml", ".yml"):
         raise CotsearchError(f"-o {output}: expected a .safetensors model file or a .yaml spec "
                              "(for ONNX, export the model file with `cotsearch export-onnx`)")
+    if output.suffix == ".safetensors":
+        from cotsearch.export.header import is_model_file
+
+        check_writable(output, "-o", is_model_file, "a cotsearch model file")
+    else:
+        from cotsearch.arch.load import is_written_spec
+
+        check_writable(output, "-o", is_written_spec, "a spec file cotsearch wrote")
 
     record = export_trial(run_dir, trial, output)
     what = f"trial {record.trial} ({record.state}, val top-1 {record.val_top1:.2%})" if record and record.val_top1 is not None else f"trial {trial}"

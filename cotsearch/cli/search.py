@@ -53,17 +53,18 @@ def tune(
     search = dict(trials=trials, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                   max_concurrent_trials=max_concurrent, sampler=sampler, seed=seed, trial_timeout_s=trial_timeout,
                   latency_isolated=latency_isolated)
+    from cotsearch.search.space import Confirm, load_space
+
+    written = load_space(str(space_file))
     if references is False:
         search["references"] = []
     if confirm is False:
         search["confirm"] = None
     elif confirm or confirm_top or confirm_seeds:
-        from cotsearch.search.space import Confirm, load_space
-
-        given = load_space(str(space_file)).search.confirm or Confirm()
+        given = written.search.confirm or Confirm()
         search["confirm"] = {**given.model_dump(), **{k: v for k, v in (("top", confirm_top), ("seeds", confirm_seeds))
                                                      if v is not None}}
-    space = _space_with(space_file, search, dict(epochs=epochs, train_limit=train_limit, data=data, device=device))
+    space = _space_with(written, search, dict(epochs=epochs, train_limit=train_limit, data=data, device=device))
     run_dir = _run_dir(space.name, out, resume)
     _check_before_ray(space, run_dir, resume is not None)
     from cotsearch.search.runner import run_search  # Ray: only once the space is valid
@@ -80,11 +81,11 @@ def tune(
 
 
 
-def _space_with(space_file: Path, search: dict, recipe: dict):
-    """A space file with the search settings and recipe fields the options give (None: the file's)."""
-    from cotsearch.search.space import SearchSpace, load_space
+def _space_with(space, search: dict, recipe: dict):
+    """A space as its file wrote it, with the search settings and recipe fields the options give
+    (None: the file's)."""
+    from cotsearch.search.space import SearchSpace
 
-    space = load_space(str(space_file))
     search = {k: v for k, v in search.items() if v is not None}
     recipe = {k: v for k, v in recipe.items() if v is not None}
     return validated(SearchSpace, space.values_with(search, recipe))
@@ -140,8 +141,11 @@ def sweep(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line for the specs' draw
     if (archs is None) == (not all_specs):
         raise CotsearchError("give --archs N or --all, one of them")
-    space = _space_with(space_file, dict(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                                         max_concurrent_trials=max_concurrent, latency_isolated=latency_isolated),
+    from cotsearch.search.space import load_space
+
+    search = dict(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, max_concurrent_trials=max_concurrent,
+                  latency_isolated=latency_isolated)
+    space = _space_with(load_space(str(space_file)), search,
                         dict(epochs=epochs, train_limit=train_limit, val_size=val_size, data=data, device=device))
     out_dir = _run_dir(f"sweep-{space.name}", out, resume)
     _check_before_ray(space, out_dir, resume is not None)

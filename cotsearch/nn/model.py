@@ -2,6 +2,7 @@
 (`forward_features`, `forward_head`, `forward_intermediates`, `prune_intermediate_layers`,
 `reset_classifier`, `feature_info`, ...), scriptable and symbolically traceable."""
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -75,11 +76,20 @@ class CoTNet(nn.Module):
     """Stem -> stages layer1..layerN of bottlenecks -> global pool -> dropout -> fc.
 
     Keyword overrides (num_classes, in_chans, input_size, drop_rate, drop_path_rate) are written into
-    `self.spec`, so the spec always describes the network exactly.
+    `self.spec`, so the spec always describes the network exactly. `device` and `dtype` are timm's
+    factory keywords: the parameters are made on that device (`"meta"`: no memory at all) and cast
+    to that dtype.
     """
 
-    def __init__(self, spec: BackboneSpec, global_pool: str = "avg", **overrides):
+    def __init__(self, spec: BackboneSpec, global_pool: str = "avg", device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, **overrides):
         super().__init__()
+        with torch.device(device) if device is not None else nullcontext():
+            self._build(spec, global_pool, overrides)
+        if dtype is not None:
+            self.to(dtype=dtype)
+
+    def _build(self, spec: BackboneSpec, global_pool: str, overrides: dict) -> None:
         unknown = set(overrides) - {"num_classes", "in_chans", "input_size", "drop_rate", "drop_path_rate"}
         if unknown:
             raise TypeError(f"CoTNet got unexpected keyword arguments {sorted(unknown)}")
@@ -87,6 +97,7 @@ class CoTNet(nn.Module):
         spec = BackboneSpec.model_validate(spec.model_dump())  # re-check the overridden values
         self.spec = spec
         self.num_classes = spec.num_classes
+        self.in_chans = spec.in_chans
         self.drop_rate = spec.drop_rate
         self.grad_checkpointing = False
         self.plan = plan = plan_network(spec)
@@ -137,7 +148,12 @@ class CoTNet(nn.Module):
         self.num_classes = num_classes
         self.spec = self.spec.model_copy(update={"num_classes": num_classes})
         pool_type = self.global_pool.pool_type if global_pool is None else global_pool
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool_type)
+        like = next(self.parameters())  # the new head goes where the network is, in its dtype
+        with torch.device(like.device):
+            self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool_type)
+        self.fc.to(dtype=like.dtype)
+        self.global_pool.train(self.training)
+        self.fc.train(self.training)
 
     def conv_bn_pairs(self) -> list[tuple[str, str]]:
         """The stem's last conv feeds bn1 (for cotsearch.optimize_for_inference)."""
