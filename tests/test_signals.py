@@ -4,6 +4,7 @@ code for the signal (143, 129), no stack dump; a second signal ends the process 
 the run resumes without losing or repeating anything (a search stopped by SIGTERM: in
 test_search's chain of stops, which resumes after each)."""
 
+import csv
 import json
 import os
 import signal
@@ -60,21 +61,25 @@ with command.handling():
 
 @pytest.mark.slow
 def test_sighup_stops_a_sweep_as_ctrl_c_does(tmp_path, fake_fmnist, ray_address):
-    """A closed terminal sends SIGHUP: a sweep stops with its resume line (its resumption is
-    test_sweep's)."""
+    """A closed terminal sends SIGHUP: a sweep stops with its resume line, and the rows finished so
+    far are in sweep.csv, readable before the rest are trained (its resumption is test_sweep's)."""
     out = tmp_path / "sweep"
     space = write_space(tmp_path, fake_fmnist, trials=1)
-    proc = subprocess.Popen([sys.executable, "-m", "cotsearch.cli", "sweep", space, "--archs", "2", "--no-proxies",
-                             "--out", out, "--address", ray_address], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "cotsearch.cli", "sweep", space, "--archs", "3", "--no-proxies",
+                             "--max-concurrent", "1", "--out", out, "--address", ray_address],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
-    while not list(out.glob("ray-sweep-1/*/")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)  # a row's trial has started
+    while not list(out.glob("rows/*.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)  # the first row is written; one at a time, the next has only begun
     proc.send_signal(signal.SIGHUP)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 129, err[-3000:]
-    assert err.strip().splitlines()[-1] == (f"error: interrupted: the finished rows are kept in {out}; resume with the "
-                                            f"same command and --resume {out} instead of --out")
+    assert err.strip().splitlines()[-1] == (f"error: interrupted: the finished rows are kept in {out} ({out / 'sweep.csv'} "
+                                            f"lists them); resume with the same command and --resume {out} instead of --out")
+    rows = {p.stem for p in out.glob("rows/*.json")}
+    with open(out / "sweep.csv") as f:
+        listed = {f"{r['spec_hash']}-s{r['seed']}" for r in csv.DictReader(f)}
+    assert 1 <= len(rows) < 3 and listed == rows and (out / "edf.png").stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -74,25 +74,38 @@ class RowWriter(tune.Callback):
 
 def run_sweep(space: SearchSpace, out: Path, archs: int | None, seeds: int, resume: bool = False,
               address: str | None = None, proxies: bool = True, console: Console | None = None,
-              scaled_presets: list[str] | None = None) -> Path:
+              scaled_presets: list[str] | None = None) -> Path | None:
     """Train every row still to train (archs None: every feasible spec), and each of
     `scaled_presets` scaled to the space's budget (cotsearch.bench.scaled_presets) with the
-    same seeds; returns sweep.csv."""
+    same seeds; returns sweep.csv (None for a sweep of no rows). Stopped, it writes sweep.csv of
+    the rows finished so far, then stops."""
     console = console or Console(stderr=True)
     candidates, named, scaled = sweep_candidates(space, archs, scaled_presets)
-    with ray_session(space, out, resume, address) as space:
-        scores = score_proxies(space, candidates, out, console) if proxies else {}
-        configs = row_configs(candidates, seeds, space.train.seed, named)
-        done = {n for n, row in read_rows(out).items() if row["state"] in FINISHED}
-        todo = [c for c in configs if str(c.id) not in done]
-        console.print(f"sweep {space.name}: {len(candidates)} specs x {seeds} seeds{_scaled_text(scaled)}; {len(configs) - len(todo)} "
-                      f"rows finished, {len(todo)} to train in {out}", highlight=False, soft_wrap=True)
-        if todo:
-            ctrl_c = CtrlC()
-            with ctrl_c.handling():
-                _train(space, out, todo, [RowWriter(out, scores, console, len(todo)), ctrl_c])
-                ctrl_c.raise_if_pressed()
+    try:
+        with ray_session(space, out, resume, address) as session_space:
+            scores = score_proxies(session_space, candidates, out, console) if proxies else {}
+            configs = row_configs(candidates, seeds, session_space.train.seed, named)
+            done = {n for n, row in read_rows(out).items() if row["state"] in FINISHED}
+            todo = [c for c in configs if str(c.id) not in done]
+            console.print(f"sweep {space.name}: {len(candidates)} specs x {seeds} seeds{_scaled_text(scaled)}; "
+                          f"{len(configs) - len(todo)} rows finished, {len(todo)} to train in {out}",
+                          highlight=False, soft_wrap=True)
+            if todo:
+                ctrl_c = CtrlC()
+                with ctrl_c.handling():
+                    _train(session_space, out, todo, [RowWriter(out, scores, console, len(todo)), ctrl_c])
+                    ctrl_c.raise_if_pressed()
+    except KeyboardInterrupt:  # stopped: the rows finished so far can be read before the rest are trained
+        write_tables(space, out)
+        raise
+    return write_tables(space, out)
+
+
+def write_tables(space: SearchSpace, out: Path) -> Path | None:
+    """sweep.csv and edf.png of every row in `out` so far; None (nothing written) without rows."""
     rows = list(read_rows(out).values())
+    if not rows:
+        return None
     save_figure(plot_edf(rows, list(space.params)), out / EDF)
     return write_table(out, rows)
 

@@ -153,9 +153,12 @@ def sweep(
         table = run_sweep(space, out_dir, archs, seeds, resume=resume is not None, address=address, proxies=proxies,
                           console=err_console, scaled_presets=scaled_preset)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP
-        raise SearchInterrupted(f"interrupted: the finished rows are kept in {out_dir}; resume with the same command "
-                                f"and --resume {out_dir} instead of --out") from None
-    console.print(f"wrote {table} and {table.parent / 'edf.png'}")
+        from cotsearch.bench.sweep import TABLE
+
+        listed = f" ({out_dir / TABLE} lists them)" if (out_dir / TABLE).exists() else ""
+        raise SearchInterrupted(f"interrupted: the finished rows are kept in {out_dir}{listed}; resume with the same "
+                                f"command and --resume {out_dir} instead of --out") from None
+    console.print(f"wrote {table} and {table.parent / 'edf.png'}" if table else f"no rows in {out_dir}: nothing written")
 
 
 

@@ -1,6 +1,6 @@
 """Does the search recipe rank the specs like the reference, before the reference table exists?
 The pilots trained the table's first 20 specs (the same draw) with the reference recipe, so the
-search half can be read against them. Prints, for each pilot: Kendall tau of the search's
+search half can be read against them; and against seed 0 of the reference half as far as it goes. Prints, for each pilot: Kendall tau of the search's
 2-seed means of validation top-1 (after each epoch) against the pilot's means of test top-1,
 with 95% bootstrap intervals over specs; the choices whose effect the two recipes disagree on
 (a difference of means with a 95% normal interval over specs); the tau within each stem type;
@@ -20,12 +20,14 @@ from cotsearch.bench.table import read_table
 
 HERE = Path(os.path.relpath(Path(__file__).parent))  # paths as the output prints them
 SEARCH = HERE / "search"
+REFERENCE = HERE / "reference"  # the table's reference half, while it is made: seed 0 of every spec it has
 PILOTS = [HERE / "pilot-e8-n16000", HERE / "pilot-e8-n16000-gpu"]
 CONTRASTS = [("stem.type", "deep", "small"), ("width_mult", "1.5", "1.0")]
 
 
-def means(folder: Path, metric: str = "test_top1") -> dict[str, float]:
-    specs, runs, _ = seed_table(folder, None, metric)
+def means(folder: Path, metric: str = "test_top1", seeds: int | None = None) -> dict[str, float]:
+    """Each spec's mean over its first `seeds` seeds (None: as many as the fewest of those with 2 or more)."""
+    specs, runs, _ = seed_table(folder, seeds, metric)
     return dict(zip(specs, runs.mean(axis=1)))
 
 
@@ -43,10 +45,13 @@ def main() -> None:
     print(f"{SEARCH}: {len(search)} specs, 2-seed means of val top-1")
     for param, a, b in CONTRASTS:
         print(f"  {param} {a} - {b}: {contrast(search, choices, param, a, b)}")
-    for pilot in PILOTS:
-        reference = means(pilot)
+    readings = [(pilot, None, "") for pilot in PILOTS]
+    if (REFERENCE / "sweep.csv").exists():
+        readings.append((REFERENCE, 1, ", seed 0 only"))
+    for folder, seeds, which in readings:
+        reference = means(folder, seeds=seeds)
         shared = [h for h in reference if h in search]
-        print(f"{pilot} (test top-1, the reference recipe), over its {len(shared)} specs:")
+        print(f"{folder} (test top-1, the reference recipe{which}), over its {len(shared)} specs:")
         for epoch in (1, 2, 3):
             at_epoch = means(SEARCH, f"val_top1_epoch_{epoch}")
             tau, ci = tau_with_ci(np.array([at_epoch[h] for h in shared]), np.array([reference[h] for h in shared]))
