@@ -3,6 +3,7 @@ than one command, and the check of options by a Pydantic model."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -52,3 +53,12 @@ LatencyIsolatedOption = Annotated[Optional[bool], typer.Option(
     help="measure each trial's latency with its node to itself (the trials training there pause at the end of "
          "their current step), or beside them, marked so in the records (default: the space's "
          "search.latency_isolated, false)")]
+
+
+def check_model_output(path: Path) -> None:
+    """An -o for a model file, checked before any work: writable, and not a file cotsearch did
+    not write (its own model file is replaced)."""
+    from cotsearch.export.header import is_model_file
+    from cotsearch.files import check_writable
+
+    check_writable(path, "-o", is_model_file, "a cotsearch model file")

@@ -9,6 +9,7 @@ import typer
 
 from cotsearch.cli.app import (
     app,
+    check_model_output,
     console,
 )
 from cotsearch.errors import CheckpointError, CotsearchError, ModelFileError
@@ -28,9 +29,7 @@ def convert(
     if preset not in list_presets():
         raise CotsearchError(f"--preset {preset}: unknown preset; presets: {', '.join(list_presets())}")
     require_file(checkpoint, "checkpoint file", CheckpointError)  # before torch is imported, as the preset is
-    from cotsearch.export.header import is_model_file
-
-    check_writable(output, "-o", is_model_file, "a cotsearch model file")
+    check_model_output(output)
     from cotsearch.export.convert import convert_checkpoint
     from cotsearch.export.model_file import save_model
     from cotsearch.nn.model import num_params

@@ -12,13 +12,13 @@ from rich.table import Table
 from cotsearch.cli.app import (
     SpecArg,
     app,
+    check_model_output,
     console,
     err_console,
     human,
     validated,
 )
 from cotsearch.errors import CotsearchError
-from cotsearch.files import check_writable
 
 
 def _kinds_summary(kinds: list[str]) -> str:
@@ -43,9 +43,7 @@ def build(
 
     backbone = load_spec(spec)  # a bad spec is reported before torch is imported
     if output is not None:
-        from cotsearch.export.header import is_model_file
-
-        check_writable(output, "-o", is_model_file, "a cotsearch model file")
+        check_model_output(output)
     from cotsearch.cost.latency import resolve_device
     from cotsearch.cost.memory import check_fits
     from cotsearch.export.model_file import save_model
@@ -148,9 +146,7 @@ def train(
                                           device=device, augment=augment, mixup=mixup, cutmix=cutmix,
                                           channels_last=channels_last))
     if output is not None:
-        from cotsearch.export.header import is_model_file
-
-        check_writable(output, "-o", is_model_file, "a cotsearch model file")
+        check_model_output(output)
     from cotsearch.cost.latency import resolve_device
     from cotsearch.cost.memory import check_fits
     from cotsearch.data.load import load_data

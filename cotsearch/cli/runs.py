@@ -9,6 +9,7 @@ import typer
 
 from cotsearch.cli.app import (
     app,
+    check_model_output,
     console,
     err_console,
 )
@@ -30,9 +31,7 @@ def export(
         raise CotsearchError(f"-o {output}: expected a .safetensors model file or a .yaml spec "
                              "(for ONNX, export the model file with `cotsearch export-onnx`)")
     if output.suffix == ".safetensors":
-        from cotsearch.export.header import is_model_file
-
-        check_writable(output, "-o", is_model_file, "a cotsearch model file")
+        check_model_output(output)
     else:
         from cotsearch.arch.load import is_written_spec
 

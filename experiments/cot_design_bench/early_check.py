@@ -16,6 +16,7 @@ import numpy as np
 from calibrate import seed_table, tau_with_ci
 
 from cotsearch.bench.ranking import kendall_tau
+from cotsearch.bench.sweep import TABLE
 from cotsearch.bench.table import read_table
 
 HERE = Path(os.path.relpath(Path(__file__).parent))  # paths as the output prints them
@@ -40,20 +41,21 @@ def contrast(values: dict[str, float], choices: dict[str, dict], param: str, a: 
 
 
 def main() -> None:
-    choices = {h: rows[0] for h, rows in read_table(SEARCH).items()}
+    table = read_table(SEARCH)
+    choices = {h: rows[0] for h, rows in table.items()}
     search = means(SEARCH, "val_top1")
+    by_epoch = {epoch: means(SEARCH, f"val_top1_epoch_{epoch}") for epoch in (1, 2, 3)}
     print(f"{SEARCH}: {len(search)} specs, 2-seed means of val top-1")
     for param, a, b in CONTRASTS:
         print(f"  {param} {a} - {b}: {contrast(search, choices, param, a, b)}")
     readings = [(pilot, None, "") for pilot in PILOTS]
-    if (REFERENCE / "sweep.csv").exists():
+    if (REFERENCE / TABLE).exists():
         readings.append((REFERENCE, 1, ", seed 0 only"))
     for folder, seeds, which in readings:
         reference = means(folder, seeds=seeds)
         shared = [h for h in reference if h in search]
         print(f"{folder} (test top-1, the reference recipe{which}), over its {len(shared)} specs:")
-        for epoch in (1, 2, 3):
-            at_epoch = means(SEARCH, f"val_top1_epoch_{epoch}")
+        for epoch, at_epoch in by_epoch.items():
             tau, ci = tau_with_ci(np.array([at_epoch[h] for h in shared]), np.array([reference[h] for h in shared]))
             print(f"  search's val top-1 after epoch {epoch} against it: Kendall tau {tau:+.3f} "
                   f"(95% bootstrap interval {ci[0]:+.2f} to {ci[1]:+.2f})")
@@ -64,7 +66,7 @@ def main() -> None:
             within = [h for h in shared if choices[h]["stem.type"] == stem]
             tau = kendall_tau(np.array([search[h] for h in within]), np.array([reference[h] for h in within]))
             print(f"  within the {len(within)} {stem}-stem specs: Kendall tau {tau:+.3f}")
-    for rows in read_table(SEARCH).values():
+    for rows in table.values():
         if rows[0].get("named"):
             value = float(np.mean([float(r["val_top1"]) for r in rows]))
             rank = 1 + sum(v > value for v in search.values())
