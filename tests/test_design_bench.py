@@ -15,6 +15,7 @@ from cotsearch.bench.table import Bench, reading_pairs, seed_pairs
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.errors import CotsearchError
 from cotsearch.search.space import load_space
+from cotsearch.search.stats import verdict
 from cotsearch.search.trial_types import TrialResult
 
 from helpers import SPACES, cli
@@ -174,3 +175,40 @@ def test_the_analysis_names_the_ceiling_it_measured():
     reference = {h: [{"seed": s, "test_top1": t + 0.001 * (s % 3)} for s in range(6)] for h, t in truth.items()}
     found = {label: tau for label, tau, _, _ in ranking.correlations(Bench(sorted(truth), search, reference, 1))}
     assert found["noise ceiling: reference test top-1, the mean of seeds 0-2 against that of seeds 3-5"] == pytest.approx(1)
+
+
+def test_the_difference_of_two_strategies_adds_both_errors():
+    a = simulate.Outcome("a", np.array([[0.90], [0.92]]), (2, 0))
+    b = simulate.Outcome("b", np.array([[0.80], [0.80], [0.80]]), (2, 0))
+    gain = simulate.difference(a, b)
+    assert gain.mean == pytest.approx(0.11)
+    assert gain.half == pytest.approx(math.hypot(simulate.half_width(a.top1[:, -1]), 0.0))
+    assert verdict(gain) == "beats" and verdict(simulate.difference(b, a)) == "loses to"
+
+
+def test_the_default_strategy_is_what_tune_runs_on_the_space():
+    space = load_space(str(DESIGN))  # TPE (one objective, no sampler set), with confirmation
+    simulated = ["random", "tpe", "nsga2", "random + confirmation", "tpe + confirmation"]
+    assert analysis.default_strategy(space, simulated, confirmed=True) == "tpe + confirmation"
+    assert analysis.default_strategy(space, simulated, confirmed=False) == "tpe"  # the budget cannot hold it
+    nsga2 = space.model_copy(update={"search": space.search.model_copy(update={"sampler": "nsga2"})})
+    assert analysis.default_strategy(nsga2, simulated, confirmed=True) == "nsga2"  # confirmation simulated for none
+
+
+def test_the_answer_ties_random_sampling_when_both_train_the_whole_table(tmp_path):
+    # Noise-free readings: with the budget of the whole table every search trains every spec and
+    # chooses the best, so the default search ties random sampling exactly; the presets are set
+    # below and above every spec, so it beats the one and loses to the other.
+    _, bench, scaled = write_design_tables(tmp_path, specs=12, presets={"cotnet_tiny": 0.0, "resnet_tiny": 1.0})
+    found = analysis.run_analysis(tmp_path / "search", tmp_path / "reference", tmp_path / "out", runs=3,
+                                  budgets=[len(bench.specs) + 4], prescreen=[])
+    text = found.report.read_text()
+    answer = text.split("## The answer", 1)[1].split("\n## ", 1)[0]
+    row = next(line for line in answer.splitlines() if line.startswith(f"| {len(bench.specs) + 4} |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "tpe + confirmation" and cells[4:6] == ["+0.00 ± 0.00", "ties"]
+    header = next(line for line in answer.splitlines() if line.startswith("| trainings |"))
+    presets = [c.strip()[len("default - "):-len(" (points)")] for c in header.strip("|").split("|")[7::2]]
+    low, high = (s.label for s in scaled)
+    assert sorted(presets) == sorted([low, high])
+    assert dict(zip(presets, cells[8::2])) == {low: "beats", high: "loses to"}

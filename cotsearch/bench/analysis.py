@@ -52,6 +52,7 @@ from cotsearch.bench.scaled_presets import PersonsChoice, against_preset
 from cotsearch.bench.simulate import (
     TOP_FRACTION,
     Outcome,
+    difference,
     half_width,
     search_budget,
     simulate,
@@ -63,7 +64,9 @@ from cotsearch.bench.table import Bench, as_number, choice_effects, read_space, 
 from cotsearch.data.shape import KINDS
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_text, save_figure
+from cotsearch.search.sampler import sampler_name
 from cotsearch.search.space import PROXY_NAMES, Confirm, Prescreen, SearchSpace
+from cotsearch.search.stats import verdict
 
 REPORT, CURVES, SCATTER = "analysis.md", "search_curves.png", "correlations.png"
 
@@ -271,6 +274,7 @@ def _markdown(bench: Bench, space: SearchSpace, reference_space: SearchSpace,
              f"- {n} specs of the space in both; the best reaches {_pct(truth.max())} reference test top-1, the median "
              f"{_pct(float(np.median(truth)))}, the worst {_pct(truth.min())}",
              f"- trained beside them, not part of the space's sample: {', '.join(bench.named)}" if bench.named else "",
+             "", *_answer_section(bench, space, by_budget, persons, confirm, fits, runs),
              "", "## Rank correlation with the reference recipe's test top-1 (mean over its seeds)", "",
              "| predictor | Kendall tau | Spearman | specs |", "|---|---|---|---|"]
     lines += [f"| {label} | {tau:+.3f} | {rho:+.3f} | {count} |" for label, tau, rho, count in correlations(bench)]
@@ -306,6 +310,53 @@ def _markdown(bench: Bench, space: SearchSpace, reference_space: SearchSpace,
 def _rank(value: float, among: np.ndarray) -> int:
     """1 + how many of the space's specs score higher."""
     return 1 + int((among > value).sum())
+
+
+def default_strategy(space: SearchSpace, simulated: list[str], confirmed: bool) -> str:
+    """The simulated strategy that is what `tune` runs on the space: its sampler, with
+    confirmation where the space confirms and it was simulated at this budget."""
+    name = sampler_name(space)
+    with_confirmation = f"{name} + confirmation"
+    return with_confirmation if confirmed and space.search.confirm and with_confirmation in simulated else name
+
+
+def _answer_section(bench: Bench, space: SearchSpace, by_budget: dict[int, dict[str, list[Outcome]]],
+                    persons: dict[int, list[PersonsChoice]], confirm: Confirm, fits: dict[int, bool],
+                    runs: int) -> list[str]:
+    """The question in one table: at equal trainings, does the search the space runs by default
+    choose a better spec than random sampling, and than the presets scaled to the budget?"""
+    truth = bench.truth()
+    seeds = sorted({len(bench.reference[h]) for h in bench.specs})
+    presets = list(bench.named)
+    reading = next(iter(next(iter(by_budget.values()))))
+    lines = ["## The answer: the default search against random sampling and a person's choice", "",
+             f"The default search is what `cotsearch tune` runs on this space: {sampler_name(space)}"
+             + (f", then confirmation (the best {confirm.top} read {confirm.seeds} more times each, counted in the "
+                "trainings)" if space.search.confirm else "") + ". Each is judged by the chosen spec's reference "
+             f"top-1, the mean of its {' or '.join(map(str, seeds))} reference seeds; mean over {runs} simulated runs "
+             f"reading {reading}, with 95% intervals over the runs (and, against a preset, its own "
+             "measurement error). 'beats' or 'loses to' only where the interval excludes 0. The truth is itself "
+             "noisy: see the noise ceiling below.", "",
+             "| trainings | default search | reference top-1 | random sampling | default - random (points) | verdict "
+             "| best strategy here | " + " | ".join(f"default - {p} (points) | verdict" for p in presets) + " |",
+             "|" + "---|" * (7 + 2 * len(presets))]
+    for budget, readings in by_budget.items():
+        found = next(iter(readings.values()))
+        by_name = {o.name: o for o in found}
+        name = default_strategy(space, list(by_name), fits[budget])
+        chosen, random = by_name[name], by_name["random"]
+        gain = difference(chosen, random)
+        best = max(found, key=lambda o: o.top1[:, -1].mean())
+        against = {p.preset: p for p in persons[budget] if p.strategy == name}
+        cells = [str(budget), name, f"{_pct(chosen.summary(truth)['mean'])} ± {half_width(chosen.top1[:, -1]):.2%}",
+                 f"{_pct(random.summary(truth)['mean'])} ± {half_width(random.top1[:, -1]):.2%}",
+                 f"{100 * gain.mean:+.2f} ± {100 * gain.half:.2f}", verdict(gain),
+                 f"{best.name}, {_pct(best.summary(truth)['mean'])}"]
+        for preset in presets:
+            p = against[preset]
+            cells += [f"{100 * p.difference:+.2f} ± {100 * p.half_width:.2f}", p.verdict]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _persons_section(bench: Bench, persons: dict[int, list[PersonsChoice]], runs: int, noise: float) -> list[str]:

@@ -16,7 +16,7 @@ from cotsearch.errors import CotsearchError
 from cotsearch.search.prescreen import cutoff
 from cotsearch.search.sampler import make_sampler
 from cotsearch.search.space import Confirm, Prescreen, SearchSpace, price
-from cotsearch.search.stats import Noise, Verdict, choose, mean_interval, paired_difference, verdict
+from cotsearch.search.stats import Interval, Noise, Verdict, choose, mean_interval, paired_difference, verdict
 
 TOP_FRACTION = 0.05
 
@@ -332,6 +332,14 @@ class Outcome:
         return {"mean": final.mean(), "ci": half_width(final), "low": np.percentile(final, 2.5),
                 "high": np.percentile(final, 97.5), "regret": (truth.max() - final).mean(),
                 "top": (final >= top).mean()}
+
+
+def difference(a: Outcome, b: Outcome) -> Interval:
+    """Strategy a's chosen reference top-1 minus b's, mean over their runs, with a 95% normal
+    interval. Unpaired: two strategies' run r draw differently (only a strategy with
+    confirmation shares its baseline's draws), so the two means' errors add."""
+    x, y = a.top1[:, -1], b.top1[:, -1]
+    return Interval(float(x.mean() - y.mean()), math.hypot(half_width(x), half_width(y)))
 
 
 def half_width(values: np.ndarray) -> float:

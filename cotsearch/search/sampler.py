@@ -8,11 +8,17 @@ import optuna
 from cotsearch.search.space import SearchSpace
 
 
+def sampler_name(space: SearchSpace) -> str:
+    """The sampler a search of the space uses: its setting, else TPE for one objective and
+    NSGA-II for several."""
+    return space.search.sampler or ("tpe" if len(space.objectives) == 1 else "nsga2")
+
+
 def make_sampler(space: SearchSpace, offset: int = 0) -> optuna.samplers.BaseSampler:
     """Seeded; TPE and NSGA-II read the budgets from each trial's constraints. `offset` (the
     trials already in a resumed study) moves the seed on, so a resumed search draws new
     samples instead of replaying the first ones."""
-    name = space.search.sampler or ("tpe" if len(space.objectives) == 1 else "nsga2")
+    name = sampler_name(space)
     seed = space.search.seed + offset
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, space.search.trials))
