@@ -212,3 +212,13 @@ def test_the_answer_ties_random_sampling_when_both_train_the_whole_table(tmp_pat
     low, high = (s.label for s in scaled)
     assert sorted(presets) == sorted([low, high])
     assert dict(zip(presets, cells[8::2])) == {low: "beats", high: "loses to"}
+
+
+def test_the_answer_without_scaled_presets_is_a_table_of_seven_columns(tmp_path):
+    write_design_tables(tmp_path, specs=12)
+    found = analysis.run_analysis(tmp_path / "search", tmp_path / "reference", tmp_path / "out", runs=2,
+                                  budgets=[4], prescreen=[])
+    answer = found.report.read_text().split("## The answer", 1)[1].split("\n## ", 1)[0]
+    table = [line for line in answer.splitlines() if line.startswith("|")]
+    assert len(table) == 3 and {line.count("|") for line in table} == {8}
+    assert table[2].split("|")[2].strip() == "tpe"  # 4 trainings cannot hold the space's confirmation of 2 x 2

@@ -337,8 +337,9 @@ def _answer_section(bench: Bench, space: SearchSpace, by_budget: dict[int, dict[
              f"reading {reading}, with 95% intervals over the runs (and, against a preset, its own "
              "measurement error). 'beats' or 'loses to' only where the interval excludes 0. The truth is itself "
              "noisy: see the noise ceiling below.", "",
-             "| trainings | default search | reference top-1 | random sampling | default - random (points) | verdict "
-             "| best strategy here | " + " | ".join(f"default - {p} (points) | verdict" for p in presets) + " |",
+             "| " + " | ".join(["trainings", "default search", "reference top-1", "random sampling",
+                                "default - random (points)", "verdict", "best strategy here",
+                                *(f"default - {p} (points) | verdict" for p in presets)]) + " |",
              "|" + "---|" * (7 + 2 * len(presets))]
     for budget, readings in by_budget.items():
         found = next(iter(readings.values()))
