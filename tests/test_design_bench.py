@@ -179,10 +179,11 @@ def test_the_analysis_names_the_ceiling_it_measured():
 
 def test_the_difference_of_two_strategies_adds_both_errors():
     a = simulate.Outcome("a", np.array([[0.90], [0.92]]), (2, 0))
-    b = simulate.Outcome("b", np.array([[0.80], [0.80], [0.80]]), (2, 0))
+    b = simulate.Outcome("b", np.array([[0.78], [0.80], [0.82]]), (2, 0))
     gain = simulate.difference(a, b)
     assert gain.mean == pytest.approx(0.11)
-    assert gain.half == pytest.approx(math.hypot(simulate.half_width(a.top1[:, -1]), 0.0))
+    both = math.hypot(simulate.half_width(a.top1[:, -1]), simulate.half_width(b.top1[:, -1]))
+    assert gain.half == pytest.approx(both) and both > max(simulate.half_width(x.top1[:, -1]) for x in (a, b))
     assert verdict(gain) == "beats" and verdict(simulate.difference(b, a)) == "loses to"
 
 
@@ -192,7 +193,8 @@ def test_the_default_strategy_is_what_tune_runs_on_the_space():
     assert analysis.default_strategy(space, simulated, confirmed=True) == "tpe + confirmation"
     assert analysis.default_strategy(space, simulated, confirmed=False) == "tpe"  # the budget cannot hold it
     nsga2 = space.model_copy(update={"search": space.search.model_copy(update={"sampler": "nsga2"})})
-    assert analysis.default_strategy(nsga2, simulated, confirmed=True) == "nsga2"  # confirmation simulated for none
+    assert analysis.default_strategy(nsga2, simulated, confirmed=True) == "nsga2"  # not simulated with confirmation
+    assert analysis.default_strategy(nsga2, [*simulated, "nsga2 + confirmation"], confirmed=True) == "nsga2 + confirmation"
 
 
 def test_the_answer_ties_random_sampling_when_both_train_the_whole_table(tmp_path):
@@ -222,3 +224,21 @@ def test_the_answer_without_scaled_presets_is_a_table_of_seven_columns(tmp_path)
     table = [line for line in answer.splitlines() if line.startswith("|")]
     assert len(table) == 3 and {line.count("|") for line in table} == {8}
     assert table[2].split("|")[2].strip() == "tpe"  # 4 trainings cannot hold the space's confirmation of 2 x 2
+
+
+def test_the_answer_compares_the_default_search_with_random_sampling_and_its_own_preset_rows(tmp_path):
+    space, bench, scaled = write_design_tables(tmp_path, specs=12, presets={"cotnet_tiny": 0.5})
+    label = scaled[0].label
+
+    def outcome(name: str, top1: float) -> simulate.Outcome:
+        return simulate.Outcome(name, np.array([[top1 - 0.01], [top1 + 0.01]]), (8, 0))
+
+    found = [outcome("random", 0.80), outcome("tpe", 0.70), outcome("tpe + confirmation", 0.85)]
+    persons = [against_preset(o.name, label, o.top1[:, -1], 0.5 if o.name != "tpe + confirmation" else 0.95, 0.001)
+               for o in found]
+    lines = analysis._answer_section(bench, space, {8: {"val_top1": found}}, {8: persons},
+                                     space.search.confirm, {8: True}, runs=2)
+    cells = [c.strip() for c in next(line for line in lines if line.startswith("| 8 |")).strip("|").split("|")]
+    assert cells[1:3] == ["tpe + confirmation", "85.00% ± 1.96%"] and cells[3] == "80.00% ± 1.96%"
+    assert cells[4:6] == ["+5.00 ± 2.77", "beats"] and cells[6] == "tpe + confirmation, 85.00%"
+    assert cells[7:9] == ["-10.00 ± 1.97", "loses to"]  # its own row against the preset, not random's or tpe's

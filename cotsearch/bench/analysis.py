@@ -184,7 +184,7 @@ def _strategies(bench: Bench, space: SearchSpace, budget: int, runs: int, readin
     truth = bench.truth()
     found = [Outcome(name, truth[simulate(bench, space, name, budget, runs, reading=reading)], (budget, 0))
              for name in ("random", "tpe", "nsga2")]
-    for base in ("random", "tpe") if confirm is not None else ():
+    for base in dict.fromkeys(("random", "tpe", sampler_name(space))) if confirm is not None else ():
         confirmed = simulate_confirmed(bench, space, base, budget, runs, confirm, references, reading)
         found.append(Outcome(f"{base} + confirmation", truth[[[r.chosen] for r in confirmed]],
                              (search_budget(budget, confirm), confirm.top * confirm.seeds), confirmed, base))
@@ -332,7 +332,8 @@ def _answer_section(bench: Bench, space: SearchSpace, by_budget: dict[int, dict[
     lines = ["## The answer: the default search against random sampling and a person's choice", "",
              f"The default search is what `cotsearch tune` runs on this space: {sampler_name(space)}"
              + (f", then confirmation (the best {confirm.top} read {confirm.seeds} more times each, counted in the "
-                "trainings)" if space.search.confirm else "") + ". Each is judged by the chosen spec's reference "
+                "trainings; at a budget that cannot hold it, the sampler alone, as the column says)"
+                if space.search.confirm else "") + ". Each is judged by the chosen spec's reference "
              f"top-1, the mean of its {' or '.join(map(str, seeds))} reference seeds; mean over {runs} simulated runs "
              f"reading {reading}, with 95% intervals over the runs (and, against a preset, its own "
              "measurement error). 'beats' or 'loses to' only where the interval excludes 0. The truth is itself "

@@ -80,8 +80,9 @@ def finish(space: SearchSpace, run_dir: Path, rows: list[TrialRecord], runs: lis
         if chosen and confirmation.comparisons:
             console.print(f"(the verdicts hold for this recipe, {space.train.epochs} epochs on "
                           f"{space.train.train_limit or 'all'} images: a longer training can order specs otherwise, "
-                          "as README 'Does the search work?' measured; on its design benchmark a preset scaled by "
-                          "width to the budget beat every search strategy's choice under a longer training)",
+                          "as README 'Does the search work?' measured; on its cot_design benchmark (interim: one "
+                          "reference run a spec) a preset scaled by width to the budget beat every search "
+                          "strategy's choice under a longer training)",
                           soft_wrap=True)
         if not chosen:
             why = ("`search.confirm` is off" if space.search.confirm is None
