@@ -190,11 +190,11 @@ def test_the_difference_of_two_strategies_adds_both_errors():
 def test_the_default_strategy_is_what_tune_runs_on_the_space():
     space = load_space(str(DESIGN))  # TPE (one objective, no sampler set), with confirmation
     simulated = ["random", "tpe", "nsga2", "random + confirmation", "tpe + confirmation"]
-    assert analysis.default_strategy(space, simulated, confirmed=True) == "tpe + confirmation"
-    assert analysis.default_strategy(space, simulated, confirmed=False) == "tpe"  # the budget cannot hold it
+    assert analysis.default_strategy(space, simulated) == "tpe + confirmation"
+    assert analysis.default_strategy(space, simulated[:3]) == "tpe"  # the budget cannot hold it: not simulated
     nsga2 = space.model_copy(update={"search": space.search.model_copy(update={"sampler": "nsga2"})})
-    assert analysis.default_strategy(nsga2, simulated, confirmed=True) == "nsga2"  # not simulated with confirmation
-    assert analysis.default_strategy(nsga2, [*simulated, "nsga2 + confirmation"], confirmed=True) == "nsga2 + confirmation"
+    assert analysis.default_strategy(nsga2, simulated) == "nsga2"  # not simulated with confirmation
+    assert analysis.default_strategy(nsga2, [*simulated, "nsga2 + confirmation"]) == "nsga2 + confirmation"
 
 
 def test_the_answer_ties_random_sampling_when_both_train_the_whole_table(tmp_path):
@@ -237,7 +237,7 @@ def test_the_answer_compares_the_default_search_with_random_sampling_and_its_own
     persons = [against_preset(o.name, label, o.top1[:, -1], 0.5 if o.name != "tpe + confirmation" else 0.95, 0.001)
                for o in found]
     lines = analysis._answer_section(bench, space, {8: {"val_top1": found}}, {8: persons},
-                                     space.search.confirm, {8: True}, runs=2)
+                                     space.search.confirm, runs=2)
     cells = [c.strip() for c in next(line for line in lines if line.startswith("| 8 |")).strip("|").split("|")]
     assert cells[1:3] == ["tpe + confirmation", "85.00% ± 1.96%"] and cells[3] == "80.00% ± 1.96%"
     assert cells[4:6] == ["+5.00 ± 2.77", "beats"] and cells[6] == "tpe + confirmation, 85.00%"

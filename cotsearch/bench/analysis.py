@@ -274,7 +274,7 @@ def _markdown(bench: Bench, space: SearchSpace, reference_space: SearchSpace,
              f"- {n} specs of the space in both; the best reaches {_pct(truth.max())} reference test top-1, the median "
              f"{_pct(float(np.median(truth)))}, the worst {_pct(truth.min())}",
              f"- trained beside them, not part of the space's sample: {', '.join(bench.named)}" if bench.named else "",
-             "", *_answer_section(bench, space, by_budget, persons, confirm, fits, runs),
+             "", *_answer_section(bench, space, by_budget, persons, confirm, runs),
              "", "## Rank correlation with the reference recipe's test top-1 (mean over its seeds)", "",
              "| predictor | Kendall tau | Spearman | specs |", "|---|---|---|---|"]
     lines += [f"| {label} | {tau:+.3f} | {rho:+.3f} | {count} |" for label, tau, rho, count in correlations(bench)]
@@ -312,17 +312,17 @@ def _rank(value: float, among: np.ndarray) -> int:
     return 1 + int((among > value).sum())
 
 
-def default_strategy(space: SearchSpace, simulated: list[str], confirmed: bool) -> str:
+def default_strategy(space: SearchSpace, simulated: list[str]) -> str:
     """The simulated strategy that is what `tune` runs on the space: its sampler, with
-    confirmation where the space confirms and it was simulated at this budget."""
+    confirmation where the space confirms and it was simulated at this budget (it is only
+    where the budget holds it)."""
     name = sampler_name(space)
     with_confirmation = f"{name} + confirmation"
-    return with_confirmation if confirmed and space.search.confirm and with_confirmation in simulated else name
+    return with_confirmation if space.search.confirm and with_confirmation in simulated else name
 
 
 def _answer_section(bench: Bench, space: SearchSpace, by_budget: dict[int, dict[str, list[Outcome]]],
-                    persons: dict[int, list[PersonsChoice]], confirm: Confirm, fits: dict[int, bool],
-                    runs: int) -> list[str]:
+                    persons: dict[int, list[PersonsChoice]], confirm: Confirm, runs: int) -> list[str]:
     """The question in one table: at equal trainings, does the search the space runs by default
     choose a better spec than random sampling, and than the presets scaled to the budget?"""
     truth = bench.truth()
@@ -345,7 +345,7 @@ def _answer_section(bench: Bench, space: SearchSpace, by_budget: dict[int, dict[
     for budget, readings in by_budget.items():
         found = next(iter(readings.values()))
         by_name = {o.name: o for o in found}
-        name = default_strategy(space, list(by_name), fits[budget])
+        name = default_strategy(space, list(by_name))
         chosen, random = by_name[name], by_name["random"]
         gain = difference(chosen, random)
         best = max(found, key=lambda o: o.top1[:, -1].mean())
