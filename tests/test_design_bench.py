@@ -18,7 +18,7 @@ from cotsearch.search.space import load_space
 from cotsearch.search.stats import verdict
 from cotsearch.search.trial_types import TrialResult
 
-from helpers import SPACES, cli
+from helpers import SPACES, cli, cli_here
 
 DESIGN = SPACES / "cot_design.yaml"
 
@@ -122,8 +122,8 @@ def test_searches_that_train_the_whole_table_find_its_true_front(tmp_path):
 
 def test_against_a_preset_the_verdict_needs_the_interval_to_exclude_zero():
     better = against_preset("random", "p", np.full(10, 0.90), 0.80, preset_se=0.01)
-    assert (better.verdict, better.beats, better.difference) == ("beats", 10, pytest.approx(0.10))
-    assert better.half_width == pytest.approx(1.96 * 0.01)  # no spread over runs: the preset's error alone
+    assert (better.verdict, better.beats, better.difference.mean) == ("beats", 10, pytest.approx(0.10))
+    assert better.difference.half == pytest.approx(1.96 * 0.01)  # no spread over runs: the preset's error alone
     assert against_preset("random", "p", np.full(10, 0.70), 0.80, 0.01).verdict == "loses to"
     assert against_preset("random", "p", np.full(10, 0.805), 0.80, 0.01).verdict == "ties"  # within 1.96 * 0.01
 
@@ -242,3 +242,26 @@ def test_the_answer_compares_the_default_search_with_random_sampling_and_its_own
     assert cells[1:3] == ["tpe + confirmation", "85.00% ± 1.96%"] and cells[3] == "80.00% ± 1.96%"
     assert cells[4:6] == ["+5.00 ± 2.77", "beats"] and cells[6] == "tpe + confirmation, 85.00%"
     assert cells[7:9] == ["-10.00 ± 1.97", "loses to"]  # its own row against the preset, not random's or tpe's
+
+
+@pytest.mark.slow  # two spawned interpreters import the analysis: a few seconds
+def test_the_simulations_give_the_same_report_in_any_number_of_processes(tmp_path):
+    """Every simulation is seeded by its run numbers alone: `analyze --jobs 2` writes the report
+    that one process writes, and says which simulation ended as each ends."""
+    write_design_tables(tmp_path, specs=12, presets={"cotnet_tiny": 0.85})
+    tables = [tmp_path / "search", tmp_path / "reference"]
+    alone = analysis.run_analysis(*tables, tmp_path / "alone", runs=3, budgets=[4, 8], prescreen=["macs"])
+    result = cli_here("analyze", *tables, "--out", tmp_path / "two", "--runs", "3", "--budget", "4", "--budget", "8",
+                      "--prescreen", "macs", "--jobs", "2")
+    assert result.exit_code == 0, result.output
+
+    def after_the_command(text: str) -> str:  # the report's first lines say what command made it
+        return text.split("- search recipe:", 1)[1]
+
+    assert after_the_command((tmp_path / "two" / "analysis.md").read_text()) == after_the_command(alone.report.read_text())
+    lines = result.stderr.splitlines()
+    # At each budget: random, TPE, NSGA-II, TPE pre-screened by MACs; the two-objective three; at 8
+    # trainings also the space's confirmation (2 candidates x 2 seeds) after random and TPE.
+    assert lines[0] == "analyze: 16 simulations of 3 seeded searches each, in 2 processes"
+    assert len(lines) == 17 and lines[-1].split("] ", 1)[1].startswith("16/16 ")
+    assert sum(", 8 trainings, reading val_top1" in line and "+ confirmation" in line for line in lines) == 2

@@ -33,12 +33,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-import optuna
 
 from cotsearch.bench.figures import plot_curves, plot_predictors
-from cotsearch.bench.pareto import FrontOutcome, reference_point, simulate_fronts
+from cotsearch.bench.jobs import Simulation, Tables, run_all
+from cotsearch.bench.pareto import FrontOutcome, reference_point
 from cotsearch.bench.ranking import (
     ALPHA,
     PERMUTATION_SEED,
@@ -55,8 +56,6 @@ from cotsearch.bench.simulate import (
     difference,
     half_width,
     search_budget,
-    simulate,
-    simulate_confirmed,
     table_noise,
     verdict_counts,
 )
@@ -65,7 +64,7 @@ from cotsearch.data.shape import KINDS
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_text, save_figure
 from cotsearch.search.sampler import sampler_name
-from cotsearch.search.space import PROXY_NAMES, Confirm, Prescreen, SearchSpace
+from cotsearch.search.space import PROXY_NAMES, Confirm, SearchSpace
 from cotsearch.search.stats import verdict
 
 REPORT, CURVES, SCATTER = "analysis.md", "search_curves.png", "correlations.png"
@@ -126,12 +125,15 @@ def run_analysis(search_dir: Path, reference_dir: Path, out: Path, runs: int = 2
                  budgets: int | list[int] | None = None, named: list[str] | None = None,
                  prescreen: list[str] | None = None, pool: int = 200, keep: float = 0.25, command: str = "",
                  readings: list[str] | None = None, confirm_top: int | None = None,
-                 confirm_seeds: int | None = None) -> Analysis:
+                 confirm_seeds: int | None = None, processes: int = 1,
+                 progress: Callable[[Simulation | None, int], None] | None = None) -> Analysis:
     """Write analysis.md and its plots to `out`, with simulated searches at each of `budgets`
     (default: the space's trials). The confirmation simulated is the space's search.confirm
     (Confirm()'s defaults where it is off) with `confirm_top` candidates and `confirm_seeds`
     seeds where given; when neither is given and a budget cannot hold it, it is left out of
-    that budget with a note."""
+    that budget with a note. The simulations run in `processes` processes (the same numbers
+    whatever their count); `progress(None, total)` is called before they start and
+    `progress(job, total)` as each ends."""
     readings = list(dict.fromkeys(readings or ["val_top1"]))
     for reading in readings:
         if reading not in READINGS:
@@ -153,16 +155,16 @@ def run_analysis(search_dir: Path, reference_dir: Path, out: Path, runs: int = 2
     names = named_specs(space, bench, named or [])
     references = {label: bench.specs.index(h) for label, h in names.items()
                   if label in space.search.references and h in bench.specs}
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per simulated trial
-    try:
-        by_budget = {budget: {reading: _strategies(bench, space, budget, runs, reading, confirm if fits[budget] else None,
-                                                   references, prescreen, pool, keep) for reading in readings}
-                     for budget in budgets}
-        fronts = {budget: [simulate_fronts(bench, space, name, budget, runs, readings[0])
-                           for name in ("random", "tpe", "nsga2")] for budget in budgets}
-    finally:
-        optuna.logging.set_verbosity(verbosity)
+    tables = Tables(bench, space, runs, confirm, references, pool, keep)
+    wanted = simulations(space, budgets, readings, fits, prescreen)
+    if progress is not None:
+        progress(None, len(wanted))
+    results = run_all(tables, wanted, processes, None if progress is None else lambda job: progress(job, len(wanted)))
+    by_budget = {budget: {reading: strategy_outcomes(bench, wanted, results, budget, reading,
+                                                     confirm if fits[budget] else None)
+                          for reading in readings} for budget in budgets}
+    fronts = {budget: [results[job] for job in wanted if job.kind == "front" and job.budget == budget]
+              for budget in budgets}
     persons = {budget: persons_choices(bench, found[readings[0]]) for budget, found in by_budget.items()}
     outcomes = by_budget[budgets[-1]]
     signal = epoch_signal(bench)
@@ -178,20 +180,40 @@ def run_analysis(search_dir: Path, reference_dir: Path, out: Path, runs: int = 2
     return Analysis(out / REPORT, signal, outcomes, truth, space.train.val_size, by_budget, fronts, persons)
 
 
-def _strategies(bench: Bench, space: SearchSpace, budget: int, runs: int, reading: str, confirm: Confirm | None,
-                references: dict[str, int], prescreen: list[str] | None, pool: int, keep: float) -> list[Outcome]:
-    """Every strategy's outcome at one budget for one reading; with confirmation where it fits."""
+def simulations(space: SearchSpace, budgets: list[int], readings: list[str], fits: dict[int, bool],
+                prescreen: list[str] | None) -> list[Simulation]:
+    """Every simulation the analysis runs: at each budget, for each reading, random sampling,
+    TPE and NSGA-II; each with confirmation where the budget holds it (random, TPE and the
+    space's own sampler); TPE pre-screened by each proxy; and, for the first reading, the
+    two-objective searches."""
+    found = []
+    for budget in budgets:
+        for reading in readings:
+            found += [Simulation("search", name, budget, reading) for name in ("random", "tpe", "nsga2")]
+            if fits[budget]:
+                found += [Simulation("confirmed", name, budget, reading)
+                          for name in dict.fromkeys(("random", "tpe", sampler_name(space)))]
+            found += [Simulation("search", "tpe", budget, reading, proxy)
+                      for proxy in (prescreen if prescreen is not None else PROXY_NAMES)]
+        found += [Simulation("front", name, budget, readings[0]) for name in ("random", "tpe", "nsga2")]
+    return found
+
+
+def strategy_outcomes(bench: Bench, jobs: list[Simulation], results: dict[Simulation, object], budget: int,
+                      reading: str, confirm: Confirm | None) -> list[Outcome]:
+    """The single-objective strategies' outcomes at one budget for one reading, in the jobs' order."""
     truth = bench.truth()
-    found = [Outcome(name, truth[simulate(bench, space, name, budget, runs, reading=reading)], (budget, 0))
-             for name in ("random", "tpe", "nsga2")]
-    for base in dict.fromkeys(("random", "tpe", sampler_name(space))) if confirm is not None else ():
-        confirmed = simulate_confirmed(bench, space, base, budget, runs, confirm, references, reading)
-        found.append(Outcome(f"{base} + confirmation", truth[[[r.chosen] for r in confirmed]],
-                             (search_budget(budget, confirm), confirm.top * confirm.seeds), confirmed, base))
-    for proxy in prescreen if prescreen is not None else PROXY_NAMES:
-        screen = Prescreen(proxy=proxy, pool=pool, keep=keep)
-        found.append(Outcome(f"tpe, pre-screened by {proxy}",
-                             truth[simulate(bench, space, "tpe", budget, runs, screen, reading)], (budget, 0)))
+    found = []
+    for job in jobs:
+        if (job.budget, job.reading) != (budget, reading) or job.kind == "front":
+            continue
+        result = results[job]
+        if job.kind == "confirmed":
+            found.append(Outcome(f"{job.strategy} + confirmation", truth[[[r.chosen] for r in result]],
+                                 (search_budget(budget, confirm), confirm.top * confirm.seeds), result, job.strategy))
+        else:
+            name = f"tpe, pre-screened by {job.proxy}" if job.proxy else job.strategy
+            found.append(Outcome(name, truth[result], (budget, 0)))
     return found
 
 
@@ -356,7 +378,7 @@ def _answer_section(bench: Bench, space: SearchSpace, by_budget: dict[int, dict[
                  f"{best.name}, {_pct(best.summary(truth)['mean'])}"]
         for preset in presets:
             p = against[preset]
-            cells += [f"{100 * p.difference:+.2f} ± {100 * p.half_width:.2f}", p.verdict]
+            cells += [f"{100 * p.difference.mean:+.2f} ± {100 * p.difference.half:.2f}", p.verdict]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -384,8 +406,8 @@ def _persons_section(bench: Bench, persons: dict[int, list[PersonsChoice]], runs
         lines += [f"### {budget} trainings", "",
                   "| strategy | preset | chosen spec better in | mean difference (points) | 95% interval | verdict |",
                   "|---|---|---|---|---|---|"]
-        lines += [f"| {p.strategy} | {p.preset} | {p.beats / p.runs:.0%} | {100 * p.difference:+.2f} | "
-                  f"±{100 * p.half_width:.2f} | {p.verdict} |" for p in found]
+        lines += [f"| {p.strategy} | {p.preset} | {p.beats / p.runs:.0%} | {100 * p.difference.mean:+.2f} | "
+                  f"±{100 * p.difference.half:.2f} | {p.verdict} |" for p in found]
         lines.append("")
     return lines
 

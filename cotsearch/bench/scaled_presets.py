@@ -19,6 +19,7 @@ from cotsearch.cost.analytic import CostReport, estimate_cost
 from cotsearch.errors import CotsearchError, SpecError
 from cotsearch.search.prescreen import Candidate
 from cotsearch.search.space import WIDTH_MULT, SearchSpace, apply_params
+from cotsearch.search.stats import Interval, Verdict, verdict
 
 FACTORS = np.arange(1, 257) / 64  # the widths tried: 1/64 to 4x, in steps of 1/64
 
@@ -84,14 +85,11 @@ class PersonsChoice:
     preset: str
     runs: int
     beats: int  # runs whose chosen spec has a higher reference top-1 than the preset's
-    difference: float  # mean over runs of (chosen spec's reference top-1 - the preset's)
-    half_width: float  # of its 95% interval
+    difference: Interval  # mean over runs of (chosen spec's reference top-1 - the preset's), 95% interval
 
     @property
-    def verdict(self) -> str:
-        if self.difference - self.half_width > 0:
-            return "beats"
-        return "loses to" if self.difference + self.half_width < 0 else "ties"
+    def verdict(self) -> Verdict:
+        return verdict(self.difference)
 
 
 def against_preset(strategy: str, preset: str, chosen_truth: np.ndarray, preset_truth: float,
@@ -104,6 +102,6 @@ def against_preset(strategy: str, preset: str, chosen_truth: np.ndarray, preset_
     different specs, and is left out."""
     difference = np.asarray(chosen_truth, float) - preset_truth
     spread = float(difference.std(ddof=1)) / math.sqrt(len(difference)) if len(difference) > 1 else 0.0
-    return PersonsChoice(strategy, preset, len(difference), int((difference > 0).sum()), float(difference.mean()),
-                         1.96 * math.sqrt(spread ** 2 + preset_se ** 2))
+    return PersonsChoice(strategy, preset, len(difference), int((difference > 0).sum()),
+                         Interval(float(difference.mean()), 1.96 * math.sqrt(spread ** 2 + preset_se ** 2)))
 

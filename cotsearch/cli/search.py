@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -234,6 +236,8 @@ def analyze(
                                                                    "(default: the space's search.confirm.top)")] = None,
     confirm_seeds: Annotated[Optional[int], typer.Option(min=2, help="confirmation: fresh readings of each, counted in "
                                                                      "the budget (default: search.confirm.seeds)")] = None,
+    jobs: Annotated[Optional[int], typer.Option(min=1, help="processes the simulated searches run in (default: this "
+                                                            "machine's CPUs; the numbers are the same for any)")] = None,
 ):
     """Does the search work? Proxies, recipes, the per-epoch signal and simulated searches (with
     and without confirmation) on two sweeps: analysis.md."""
@@ -248,8 +252,20 @@ def analyze(
         if proxy not in PROXY_NAMES:
             raise CotsearchError(f"--prescreen {proxy}: not a proxy; expected one of {', '.join(PROXY_NAMES)}")
     command = shlex.join(["cotsearch", *sys.argv[1:]])
+    processes = jobs or len(os.sched_getaffinity(0))
+    started, finished = time.time(), 0
+
+    def progress(job, total: int) -> None:  # one line per simulation, as `sweep` prints one per row
+        nonlocal finished
+        if job is None:
+            err_console.print(f"analyze: {total} simulations of {runs} seeded searches each, in {processes} "
+                              f"process{'es' if processes > 1 else ''}", highlight=False)
+        else:
+            finished += 1
+            err_console.print(f"[{time.time() - started:7.0f}s] {finished}/{total} {job}", highlight=False)
+
     found = run_analysis(search_dir, reference_dir, out or search_dir.resolve().parent, runs, budget, named, prescreen,
-                         pool, keep, command, reading, confirm_top, confirm_seeds)
+                         pool, keep, command, reading, confirm_top, confirm_seeds, processes, progress)
     table = Table(*SIGNAL_HEADER, title="from which epoch the search recipe's ranking carries signal")
     for row in signal_rows(found.signal, found.val_images):
         table.add_row(*row)
@@ -265,6 +281,6 @@ def analyze(
             console.print(table)
     for trainings, persons in found.persons.items():
         for p in persons:
-            console.print(f"{trainings} trainings, {p.strategy} against {p.preset}: {100 * p.difference:+.2f} ± "
-                          f"{100 * p.half_width:.2f} points of reference top-1 ({p.verdict})", highlight=False)
+            console.print(f"{trainings} trainings, {p.strategy} against {p.preset}: {p.difference.points()} of reference "
+                          f"top-1 ({p.verdict})", highlight=False)
     console.print(f"wrote {found.report}")
