@@ -2,6 +2,7 @@
 whose answers are known in advance: the hypervolume, a table that holds only a sample of the
 space, and the presets scaled by width to the budget ("a person's choice")."""
 
+import csv
 import math
 
 import numpy as np
@@ -10,10 +11,11 @@ import pytest
 from cotsearch.arch.load import load_spec
 from cotsearch.bench import analysis, pareto, ranking, simulate
 from cotsearch.bench.scaled_presets import FACTORS, against_preset, scale_to_budget, scale_width
-from cotsearch.bench.sweep import make_row, row_configs, sample_specs, write_table
+from cotsearch.bench.sweep import EDF, TABLE, make_row, plot_edf, row_configs, sample_specs, write_table
 from cotsearch.bench.table import Bench, reading_pairs, seed_pairs
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.errors import CotsearchError
+from cotsearch.files import save_figure
 from cotsearch.search.space import load_space
 from cotsearch.search.stats import verdict
 from cotsearch.search.trial_types import TrialResult
@@ -140,6 +142,18 @@ def test_the_analysis_ranks_the_scaled_presets_and_counts_who_beats_them(tmp_pat
     assert "## A person's choice: presets scaled by width to the budget" in text
     assert f"| {low} | " in text and f"| {high} | " in text and "## Two objectives: top-1 and MACs" in text
     assert "## Simulated searches: 4 trainings" in text and "## Simulated searches: 8 trainings" in text
+    assert "pycls" not in text  # these tables have no EDF drawn
+
+
+def test_the_choices_section_links_the_edf_each_sweep_drew(tmp_path):
+    space, _, _ = write_design_tables(tmp_path, specs=12)
+    with open(tmp_path / "reference" / TABLE) as f:
+        rows = list(csv.DictReader(f))
+    save_figure(plot_edf(rows, list(space.params)), tmp_path / "reference" / EDF)
+    found = analysis.run_analysis(tmp_path / "search", tmp_path / "reference", tmp_path / "out" / "deeper", runs=2,
+                                  budgets=[4], prescreen=[])
+    choices = found.report.read_text().split("## Which choices matter", 1)[1].split("\n## ", 1)[0]
+    assert "drew for each recipe: [the reference recipe](../../reference/edf.png)." in choices  # no search EDF
 
 
 def test_the_noise_ceiling_compares_readings_of_as_many_seeds_as_a_reading_has():

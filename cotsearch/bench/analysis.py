@@ -31,6 +31,7 @@ Writes analysis.md with its plots:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -59,6 +60,7 @@ from cotsearch.bench.simulate import (
     table_noise,
     verdict_counts,
 )
+from cotsearch.bench.sweep import EDF
 from cotsearch.bench.table import Bench, as_number, choice_effects, read_space, seed_noise
 from cotsearch.data.shape import KINDS
 from cotsearch.errors import CotsearchError
@@ -174,8 +176,11 @@ def run_analysis(search_dir: Path, reference_dir: Path, out: Path, runs: int = 2
     predictors = {name: bench.search_mean(name) for name in PROXY_NAMES if name in bench.search[bench.specs[0]][0]}
     predictors[f"val top-1 after epoch {bench.epochs}"] = bench.search_mean("val_top1")
     save_figure(plot_predictors(bench, predictors), out / SCATTER)
+    edfs = {label: Path(os.path.relpath(folder.resolve() / EDF, out.resolve())).as_posix()
+            for label, folder in (("the reference recipe", reference_dir), ("the search recipe", search_dir))
+            if (folder / EDF).exists()}
     text = _markdown(bench, space, read_space(reference_dir), by_budget, signal, labels, names, references, confirm,
-                     fits, runs, pool, keep, command, fronts, persons)
+                     fits, runs, pool, keep, command, fronts, persons, edfs)
     atomic_write_text(out / REPORT, text)
     return Analysis(out / REPORT, signal, outcomes, truth, space.train.val_size, by_budget, fronts, persons)
 
@@ -286,7 +291,7 @@ def _markdown(bench: Bench, space: SearchSpace, reference_space: SearchSpace,
               by_budget: dict[int, dict[str, list[Outcome]]], signal: list[Signal], labels: dict[str, str],
               names: dict[str, str], references: dict[str, int], confirm: Confirm, fits: dict[int, bool], runs: int,
               pool: int, keep: float, command: str, fronts: dict[int, list[FrontOutcome]],
-              persons: dict[int, list[PersonsChoice]]) -> str:
+              persons: dict[int, list[PersonsChoice]], edfs: dict[str, str]) -> str:
     truth = bench.truth()
     n = len(bench.specs)
     lines = [f"# Does the search work? {space.name}", "",
@@ -313,6 +318,10 @@ def _markdown(bench: Bench, space: SearchSpace, reference_space: SearchSpace,
               "| parameter | value | specs | reference test top-1 | 95% CI | search val top-1 |", "|---|---|---|---|---|---|"]
     lines += [f"| {param} | {value} | {count} | {_pct(mean)} | ±{ci:.2%} | {_pct(val_mean)} |"
               for param, value, count, mean, ci, val_mean in choice_effects(bench, list(space.params))]
+    if edfs:
+        lines += ["", "The whole distribution per value, as pycls draws it (Radosavovic et al., 2019): the error "
+                  "EDF, the share of specs whose test error (mean over seeds) is below each x, that `cotsearch sweep` "
+                  "drew for each recipe: " + ", ".join(f"[{label}]({path})" for label, path in edfs.items()) + ".", ""]
     for budget, outcomes in by_budget.items():
         lines += _search_section(bench, outcomes, labels, references, confirm, fits[budget], budget, runs, pool, keep,
                                  plot=budget == max(by_budget))
