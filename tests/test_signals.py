@@ -2,8 +2,10 @@
 recorded as interrupted, the run directory released, how to resume printed, the shell's exit
 code for the signal (143, 129), no stack dump; a second signal ends the process at once; and
 the run resumes without losing or repeating anything (a search stopped by SIGTERM: in
-test_search's chain of stops, which resumes after each)."""
+test_search's chain of stops, which resumes after each); and a stopped `analyze` leaves none of
+its worker processes behind."""
 
+import contextlib
 import csv
 import json
 import os
@@ -17,6 +19,7 @@ import pytest
 from cotsearch.process.signals import SIGNALS, Stopped, StopSignals
 
 from helpers import cli_train, write_space
+from test_design_bench import write_design_tables
 
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: s.name)
@@ -103,3 +106,63 @@ def test_sigterm_stops_training_that_then_resumes_to_the_uninterrupted_result(fa
     assert a["resumed_from_epoch"] >= 1
     assert [e["val_top1"] for e in a["history"]] == [e["val_top1"] for e in b["history"]]
     assert a["test_top1"] == b["test_top1"]
+
+
+def _workers(pid: int) -> set[int]:
+    """The pool workers a process has spawned."""
+    children = {int(p) for p in open(f"/proc/{pid}/task/{pid}/children").read().split()}
+    return {c for c in children if b"spawn_main" in open(f"/proc/{c}/cmdline", "rb").read()}
+
+
+def _ctrl_c(pid: int) -> str:
+    """What the process does with SIGINT: 'ignores', 'catches' (a handler) or 'default'."""
+    status = {k: v.strip() for k, _, v in (line.partition(":") for line in open(f"/proc/{pid}/status"))}
+    bit = {mask: int(status[mask], 16) >> (signal.SIGINT - 1) & 1 for mask in ("SigIgn", "SigCgt")}
+    return "ignores" if bit["SigIgn"] else "catches" if bit["SigCgt"] else "default"
+
+
+def _gone(pid: int) -> bool:
+    """Ended (a zombie left for init to reap counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigkill"])
+def test_a_stopped_analyze_leaves_no_worker_process(tmp_path, stop):
+    """`analyze --jobs 2` runs its simulations in spawned workers. Ctrl-C, which a terminal sends
+    to its whole process group: the workers ignore it from their start (a worker interrupted
+    while its interpreter starts prints a traceback), the parent ends them and prints one line,
+    exit code 130, no report. SIGKILL, which the parent cannot handle: the workers end too,
+    rather than run their jobs on, orphaned."""
+    write_design_tables(tmp_path, specs=12)
+    proc = subprocess.Popen([sys.executable, "-m", "cotsearch.cli", "analyze", tmp_path / "search",
+                             tmp_path / "reference", "--out", tmp_path / "out", "--budget", "8", "--runs", "5000",
+                             "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stderr.readline().startswith("analyze: ")  # the workers start next
+        deadline = time.time() + 60
+        while (len(_workers(proc.pid)) < 2 or _ctrl_c(proc.pid) != "catches") and time.time() < deadline:
+            time.sleep(0.01)  # until the parent, its workers started, takes Ctrl-C again
+        workers = _workers(proc.pid)
+        assert len(workers) == 2 and {_ctrl_c(pid) for pid in workers} == {"ignores"}  # their interpreters still start
+        if stop == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+            assert (proc.returncode, err) == (130, "error: interrupted\n")
+        else:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        deadline = time.time() + 60  # orphaned, a worker ends once its interpreter has started: seconds
+        while not all(_gone(pid) for pid in workers) and time.time() < deadline:
+            time.sleep(0.1)
+        assert all(_gone(pid) for pid in workers)
+    finally:  # whatever failed, nothing of it keeps running: the analysis and its workers are one group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (tmp_path / "out").exists()

@@ -34,12 +34,11 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from cotsearch.bench.figures import plot_curves, plot_predictors
-from cotsearch.bench.jobs import Simulation, Tables, run_all
+from cotsearch.bench.jobs import JobInputs, Progress, Simulation, run_all
 from cotsearch.bench.pareto import FrontOutcome, reference_point
 from cotsearch.bench.ranking import (
     ALPHA,
@@ -127,15 +126,13 @@ def run_analysis(search_dir: Path, reference_dir: Path, out: Path, runs: int = 2
                  budgets: int | list[int] | None = None, named: list[str] | None = None,
                  prescreen: list[str] | None = None, pool: int = 200, keep: float = 0.25, command: str = "",
                  readings: list[str] | None = None, confirm_top: int | None = None,
-                 confirm_seeds: int | None = None, processes: int = 1,
-                 progress: Callable[[Simulation | None, int], None] | None = None) -> Analysis:
+                 confirm_seeds: int | None = None, processes: int = 1, progress: Progress | None = None) -> Analysis:
     """Write analysis.md and its plots to `out`, with simulated searches at each of `budgets`
     (default: the space's trials). The confirmation simulated is the space's search.confirm
     (Confirm()'s defaults where it is off) with `confirm_top` candidates and `confirm_seeds`
     seeds where given; when neither is given and a budget cannot hold it, it is left out of
     that budget with a note. The simulations run in `processes` processes (the same numbers
-    whatever their count); `progress(None, total)` is called before they start and
-    `progress(job, total)` as each ends."""
+    whatever their count), telling `progress` as each ends (cotsearch.bench.jobs.run_all)."""
     readings = list(dict.fromkeys(readings or ["val_top1"]))
     for reading in readings:
         if reading not in READINGS:
@@ -157,11 +154,8 @@ def run_analysis(search_dir: Path, reference_dir: Path, out: Path, runs: int = 2
     names = named_specs(space, bench, named or [])
     references = {label: bench.specs.index(h) for label, h in names.items()
                   if label in space.search.references and h in bench.specs}
-    tables = Tables(bench, space, runs, confirm, references, pool, keep)
     wanted = simulations(space, budgets, readings, fits, prescreen)
-    if progress is not None:
-        progress(None, len(wanted))
-    results = run_all(tables, wanted, processes, None if progress is None else lambda job: progress(job, len(wanted)))
+    results = run_all(JobInputs(bench, space, runs, confirm, references, pool, keep), wanted, processes, progress)
     by_budget = {budget: {reading: strategy_outcomes(bench, wanted, results, budget, reading,
                                                      confirm if fits[budget] else None)
                           for reading in readings} for budget in budgets}
@@ -188,9 +182,9 @@ def run_analysis(search_dir: Path, reference_dir: Path, out: Path, runs: int = 2
 def simulations(space: SearchSpace, budgets: list[int], readings: list[str], fits: dict[int, bool],
                 prescreen: list[str] | None) -> list[Simulation]:
     """Every simulation the analysis runs: at each budget, for each reading, random sampling,
-    TPE and NSGA-II; each with confirmation where the budget holds it (random, TPE and the
-    space's own sampler); TPE pre-screened by each proxy; and, for the first reading, the
-    two-objective searches."""
+    TPE and NSGA-II; where the budget holds the confirmation, random sampling, TPE and the
+    space's own sampler with it; TPE pre-screened by each proxy; and, for the first reading,
+    the two-objective searches of random sampling, TPE and NSGA-II."""
     found = []
     for budget in budgets:
         for reading in readings:

@@ -7,9 +7,13 @@ pool does, each worker given the tables once, at its start."""
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 import optuna
@@ -24,7 +28,7 @@ from cotsearch.search.space import Confirm, Prescreen, SearchSpace
 class Simulation:
     """One job: `runs` simulated searches of one strategy at one budget, reading one column."""
 
-    kind: str  # "search" (simulate), "confirmed" (simulate_confirmed) or "front" (simulate_fronts, two objectives)
+    kind: Literal["search", "confirmed", "front"]  # simulate, simulate_confirmed, simulate_fronts (two objectives)
     strategy: str  # random, tpe or nsga2
     budget: int
     reading: str
@@ -38,69 +42,103 @@ class Simulation:
 
 
 @dataclass
-class Tables:
+class JobInputs:
     """What every job reads: the tables, the space and the settings all jobs share."""
 
     bench: Bench
     space: SearchSpace
     runs: int
-    confirm: Confirm | None  # None where no job is "confirmed"
+    confirm: Confirm  # what a "confirmed" job simulates
     references: dict[str, int]  # the space's reference presets: label -> table index
     pool: int  # pre-screening's draws
     keep: float  # pre-screening's admitted fraction
 
 
-def run(tables: Tables, job: Simulation) -> np.ndarray | list[ConfirmedRun] | FrontOutcome:
+def run(inputs: JobInputs, job: Simulation) -> np.ndarray | list[ConfirmedRun] | FrontOutcome:
     """One job's result: the chosen specs per run ("search"), the confirmed runs
     ("confirmed"), or the fronts found ("front")."""
-    t = tables
+    i = inputs
     if job.kind == "search":
-        screen = Prescreen(proxy=job.proxy, pool=t.pool, keep=t.keep) if job.proxy else None
-        return simulate(t.bench, t.space, job.strategy, job.budget, t.runs, screen, job.reading)
+        screen = Prescreen(proxy=job.proxy, pool=i.pool, keep=i.keep) if job.proxy else None
+        return simulate(i.bench, i.space, job.strategy, job.budget, i.runs, screen, job.reading)
     if job.kind == "confirmed":
-        return simulate_confirmed(t.bench, t.space, job.strategy, job.budget, t.runs, t.confirm, t.references,
+        return simulate_confirmed(i.bench, i.space, job.strategy, job.budget, i.runs, i.confirm, i.references,
                                   job.reading)
-    return simulate_fronts(t.bench, t.space, job.strategy, job.budget, t.runs, job.reading)
+    if job.kind == "front":
+        return simulate_fronts(i.bench, i.space, job.strategy, job.budget, i.runs, job.reading)
+    raise ValueError(f"unknown kind of simulation: {job.kind!r}")
 
 
-_tables: Tables | None = None  # a worker process's, from its start
+Progress = Callable[[int, int, "Simulation | None"], None]  # (jobs done, jobs in all, the job that just ended)
 
 
-def _start_worker(tables: Tables) -> None:
-    global _tables
-    _tables = tables
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends the pool
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per simulated trial
-
-
-def _run_in_worker(job: Simulation) -> tuple[Simulation, np.ndarray | list[ConfirmedRun] | FrontOutcome]:
-    return job, run(_tables, job)
-
-
-def run_all(tables: Tables, jobs: list[Simulation], processes: int = 1,
-            done: Callable[[Simulation], None] | None = None) -> dict[Simulation, object]:
-    """Every job's result; `done` is called as each ends. In this process when `processes` is
-    1; else in that many fresh (spawned) processes, the costliest jobs (largest budget) first."""
+def run_all(inputs: JobInputs, jobs: list[Simulation], processes: int = 1,
+            progress: Progress | None = None) -> dict[Simulation, object]:
+    """Every job's result. In this process when `processes` is 1 (or there is one job); else
+    in up to that many fresh (spawned) processes, the costliest jobs (largest budget) first.
+    `progress(0, total, None)` before the first job, `progress(done, total, job)` as each ends."""
+    report = progress or (lambda done, total, job: None)
+    report(0, len(jobs), None)
     results = {}
-    for job, result in _results(tables, jobs, processes):
+    for job, result in _results(inputs, jobs, min(processes, len(jobs))):
         results[job] = result
-        if done is not None:
-            done(job)
+        report(len(results), len(jobs), job)
     return results
 
 
-def _results(tables: Tables, jobs: list[Simulation], processes: int) -> Iterator[tuple[Simulation, object]]:
+def _results(inputs: JobInputs, jobs: list[Simulation], processes: int) -> Iterator[tuple[Simulation, object]]:
     if processes <= 1:
         verbosity = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per simulated trial
         try:
             for job in jobs:
-                yield job, run(tables, job)
+                yield job, run(inputs, job)
         finally:
             optuna.logging.set_verbosity(verbosity)
         return
     costliest_first = sorted(jobs, key=lambda job: (-job.budget, job.strategy == "random"))
     # Spawned, not forked: a fork of a process that has run torch or other threads can hang.
-    # Leaving the block (at the end, or on Ctrl-C or an error) terminates the workers.
-    with multiprocessing.get_context("spawn").Pool(processes, _start_worker, (tables,)) as pool:
+    # Leaving the block (at the end, on Ctrl-C, SIGTERM or an error) terminates the workers.
+    with _workers_deaf_to_ctrl_c():
+        pool = multiprocessing.get_context("spawn").Pool(processes, _start_worker, (inputs,))
+    with pool:
         yield from pool.imap_unordered(_run_in_worker, costliest_first)
+
+
+@contextmanager
+def _workers_deaf_to_ctrl_c() -> Iterator[None]:
+    """Ctrl-C reaches every process of the terminal's group. The parent handles it (it ends
+    the pool); a worker must not, not even while its interpreter starts (a traceback from
+    there). An ignored signal is the one setting a spawned process inherits (its handlers and
+    its signal mask are reset), so the parent ignores SIGINT for the moment it starts them: a
+    Ctrl-C in that moment (about 0.1 s for two workers here) is lost: the next one stops the
+    analysis. Main thread only, as Python's `signal` is; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if handler is None else handler)
+
+
+_inputs: JobInputs | None = None  # a worker process's, from its start
+
+
+def _start_worker(inputs: JobInputs) -> None:
+    global _inputs
+    _inputs = inputs
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per simulated trial
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+
+
+def _exit_with_parent() -> None:
+    """A parent that ends at once (SIGKILL, or a second stop signal) cannot end its pool: the
+    worker ends itself when its parent is gone, instead of running its job on, orphaned."""
+    multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
+    os._exit(1)
+
+
+def _run_in_worker(job: Simulation) -> tuple[Simulation, np.ndarray | list[ConfirmedRun] | FrontOutcome]:
+    return job, run(_inputs, job)

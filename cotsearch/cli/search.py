@@ -213,6 +213,12 @@ def proxies(
 
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a container's or taskset's share, where
+    the system tells it), else the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @app.command()
 def analyze(
     search_dir: Annotated[Path, typer.Argument(help="a sweep of a space with the search's own recipe")],
@@ -236,8 +242,9 @@ def analyze(
                                                                    "(default: the space's search.confirm.top)")] = None,
     confirm_seeds: Annotated[Optional[int], typer.Option(min=2, help="confirmation: fresh readings of each, counted in "
                                                                      "the budget (default: search.confirm.seeds)")] = None,
-    jobs: Annotated[Optional[int], typer.Option(min=1, help="processes the simulated searches run in (default: this "
-                                                            "machine's CPUs; the numbers are the same for any)")] = None,
+    jobs: Annotated[Optional[int], typer.Option(min=1, help="processes the simulated searches run in (default: the "
+                                                            "CPUs this process may use; the numbers are the same for "
+                                                            "any)")] = None,
 ):
     """Does the search work? Proxies, recipes, the per-epoch signal and simulated searches (with
     and without confirmation) on two sweeps: analysis.md."""
@@ -252,17 +259,16 @@ def analyze(
         if proxy not in PROXY_NAMES:
             raise CotsearchError(f"--prescreen {proxy}: not a proxy; expected one of {', '.join(PROXY_NAMES)}")
     command = shlex.join(["cotsearch", *sys.argv[1:]])
-    processes = jobs or len(os.sched_getaffinity(0))
-    started, finished = time.time(), 0
+    processes = jobs or usable_cpus()
+    started = time.time()
 
-    def progress(job, total: int) -> None:  # one line per simulation, as `sweep` prints one per row
-        nonlocal finished
+    def progress(done: int, total: int, job) -> None:  # a line per simulation, as `sweep` prints one per row
         if job is None:
-            err_console.print(f"analyze: {total} simulations of {runs} seeded searches each, in {processes} "
-                              f"process{'es' if processes > 1 else ''}", highlight=False)
+            used = min(processes, total)
+            line = f"analyze: {total} simulations of {runs} seeded searches each, in {used} process{'es' * (used > 1)}"
         else:
-            finished += 1
-            err_console.print(f"[{time.time() - started:7.0f}s] {finished}/{total} {job}", highlight=False)
+            line = f"[{time.time() - started:7.0f}s] {done}/{total} {job}"
+        err_console.print(line, highlight=False, soft_wrap=True)
 
     found = run_analysis(search_dir, reference_dir, out or search_dir.resolve().parent, runs, budget, named, prescreen,
                          pool, keep, command, reading, confirm_top, confirm_seeds, processes, progress)
