@@ -208,11 +208,10 @@ def strategy_outcomes(bench: Bench, jobs: list[Simulation], results: dict[Simula
             continue
         result = results[job]
         if job.kind == "confirmed":
-            found.append(Outcome(f"{job.strategy} + confirmation", truth[[[r.chosen] for r in result]],
+            found.append(Outcome(job.label, truth[[[r.chosen] for r in result]],
                                  (search_budget(budget, confirm), confirm.top * confirm.seeds), result, job.strategy))
         else:
-            name = f"tpe, pre-screened by {job.proxy}" if job.proxy else job.strategy
-            found.append(Outcome(name, truth[result], (budget, 0)))
+            found.append(Outcome(job.label, truth[result], (budget, 0)))
     return found
 
 

@@ -34,11 +34,17 @@ class Simulation:
     reading: str
     proxy: str | None = None  # the pre-screening proxy of a "search", if any
 
+    @property
+    def label(self) -> str:
+        """The strategy, as analysis.md names it: 'tpe + confirmation', 'tpe, pre-screened by naswot'."""
+        if self.kind == "confirmed":
+            return f"{self.strategy} + confirmation"
+        if self.kind == "front":
+            return f"{self.strategy}, two objectives"
+        return f"{self.strategy}, pre-screened by {self.proxy}" if self.proxy else self.strategy
+
     def __str__(self) -> str:
-        name = {"search": self.strategy, "confirmed": f"{self.strategy} + confirmation",
-                "front": f"{self.strategy}, two objectives"}[self.kind]
-        screened = f", pre-screened by {self.proxy}" if self.proxy else ""
-        return f"{name}{screened}, {self.budget} trainings, reading {self.reading}"
+        return f"{self.label}, {self.budget} trainings, reading {self.reading}"
 
 
 @dataclass
@@ -69,7 +75,7 @@ def run(inputs: JobInputs, job: Simulation) -> np.ndarray | list[ConfirmedRun] |
     raise ValueError(f"unknown kind of simulation: {job.kind!r}")
 
 
-Progress = Callable[[int, int, "Simulation | None"], None]  # (jobs done, jobs in all, the job that just ended)
+Progress = Callable[[int, int, Simulation | None], None]  # (jobs done, jobs in all, the job that just ended)
 
 
 def run_all(inputs: JobInputs, jobs: list[Simulation], processes: int = 1,
