@@ -4,7 +4,9 @@ search half can be read against them; and against seed 0 of the reference half a
 2-seed means of validation top-1 (after each epoch) against the pilot's means of test top-1,
 with 95% bootstrap intervals over specs; the choices whose effect the two recipes disagree on
 (a difference of means with a 95% normal interval over specs); the tau within each stem type;
-and where the scaled presets rank under the search recipe.
+where the scaled presets rank under the search recipe; and from which of its own epochs the
+reference recipe ranks the specs as it ends (seed 0's validation top-1 after each epoch
+against seed 1's test top-1: two runs, so no noise is shared).
 
     python experiments/cot_design_bench/early_check.py > experiments/cot_design_bench/search/early-check.txt
 """
@@ -66,11 +68,28 @@ def main() -> None:
             within = [h for h in shared if choices[h]["stem.type"] == stem]
             tau = kendall_tau(np.array([search[h] for h in within]), np.array([reference[h] for h in within]))
             print(f"  within the {len(within)} {stem}-stem specs: Kendall tau {tau:+.3f}")
+    reference_epochs()
     for rows in table.values():
         if rows[0].get("named"):
             value = float(np.mean([float(r["val_top1"]) for r in rows]))
             rank = 1 + sum(v > value for v in search.values())
             print(f"{rows[0]['named']}: val top-1 {value:.2%} under the search recipe, rank {rank} of {len(search) + 1}")
+
+
+def reference_epochs() -> None:
+    """The reference recipe's seed 0 after each of its epochs against its seed 1 at the end."""
+    if not (REFERENCE / TABLE).exists():
+        return
+    runs = {h: {int(r["seed"]): r for r in rows} for h, rows in read_table(REFERENCE).items()
+            if not rows[0].get("named")}
+    both = [h for h, seeds in runs.items() if {0, 1} <= set(seeds)]
+    other = np.array([float(runs[h][1]["test_top1"]) for h in both])
+    epochs = int(runs[both[0]][0]["epochs"])
+    print(f"{REFERENCE}: seed 0's val top-1 (its 1,000 images) after each epoch against seed 1's test top-1, "
+          f"over the {len(both)} specs with both")
+    for epoch in range(1, epochs + 1):
+        tau, ci = tau_with_ci(np.array([float(runs[h][0][f"val_top1_epoch_{epoch}"]) for h in both]), other)
+        print(f"  epoch {epoch}: Kendall tau {tau:+.3f} (95% bootstrap interval {ci[0]:+.2f} to {ci[1]:+.2f})")
 
 
 if __name__ == "__main__":
