@@ -12,7 +12,7 @@ from cotsearch.arch.load import load_spec
 from cotsearch.bench import analysis, pareto, ranking, simulate
 from cotsearch.bench.scaled_presets import FACTORS, against_preset, scale_to_budget, scale_width
 from cotsearch.bench.sweep import EDF, TABLE, make_row, plot_edf, row_configs, sample_specs, write_table
-from cotsearch.bench.table import Bench, reading_pairs, seed_pairs
+from cotsearch.bench.table import Bench, pair_label, reading_pairs, seed_pairs
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.errors import CotsearchError
 from cotsearch.files import save_figure
@@ -161,34 +161,66 @@ def test_the_noise_ceiling_compares_readings_of_as_many_seeds_as_a_reading_has()
     top1 = {"a": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], "b": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
             "c": [0.5, 0.5, 0.5, 0.1, 0.1, 0.1], "d": [0.7, 0.7, 0.7], "e": [0.2, 0.2, 0.2], "f": [0.3, 0.3, 0.3]}
     rows = {h: [{"seed": s, "test_top1": v} for s, v in reversed(list(enumerate(values)))] for h, values in top1.items()}
-    first, second, what = reading_pairs(rows, list(top1), "test_top1")
-    assert what == "the mean of seeds 0-2 against that of seeds 3-5"
+    first, second, k = reading_pairs(rows, list(top1), "test_top1")
+    assert k == 3 and pair_label(k) == "the mean of seeds 0-2 against that of seeds 3-5"
     assert first == pytest.approx([0.2, 0.8, 0.5]) and second == pytest.approx([0.5, 0.5, 0.1])
     # A failed run (d's seed 1, a's seed 4) changes neither k nor which seeds a reading holds: a is left out.
     failed = {**rows, "d": [r for r in rows["d"] if r["seed"] != 1], "a": [r for r in rows["a"] if r["seed"] != 4]}
     failed["g"] = [{"seed": s, "test_top1": 0.6} for s in range(6)]
-    first, second, what = reading_pairs(failed, list(failed), "test_top1")
-    assert what == "the mean of seeds 0-2 against that of seeds 3-5"
+    first, second, k = reading_pairs(failed, list(failed), "test_top1")
+    assert k == 3
     assert first == pytest.approx([0.8, 0.5, 0.6]) and second == pytest.approx([0.5, 0.1, 0.6])
     # 2-seed readings, with 4 seeds for three specs: 2 against 2.
     two = {h: [{"seed": s, "test_top1": v} for s, v in enumerate(values[:4] if h in "abc" else values[:2])]
            for h, values in top1.items()}
-    first, second, what = reading_pairs(two, list(two), "test_top1")
-    assert what == "the mean of seeds 0-1 against that of seeds 2-3" and first == pytest.approx([0.15, 0.85, 0.5])
+    first, second, k = reading_pairs(two, list(two), "test_top1")
+    assert pair_label(k) == "the mean of seeds 0-1 against that of seeds 2-3"
+    assert first == pytest.approx([0.15, 0.85, 0.5])
     # Too few specs with twice the seeds, or one seed a reading: one run against another, as seed_pairs has it.
     for cut in ({**rows, "c": rows["c"][3:]}, {h: r[-1:] if h in "def" else r for h, r in rows.items()}):
-        first, second, what = reading_pairs(cut, list(cut), "test_top1")
+        first, second, k = reading_pairs(cut, list(cut), "test_top1")
         seed_0, seed_1 = seed_pairs(cut, list(cut), "test_top1")
-        assert what == "seed 0 against seed 1" and first == pytest.approx(seed_0) and second == pytest.approx(seed_1)
+        assert pair_label(k) == "seed 0 against seed 1"
+        assert first == pytest.approx(seed_0) and second == pytest.approx(seed_1)
 
 
 def test_the_analysis_names_the_ceiling_it_measured():
-    # 6 seeds a spec: the readings compared are two 3-seed means, and the label says so.
-    truth = {h: 0.8 + 0.01 * i for i, h in enumerate("abcd")}
+    # 6 seeds a spec: the readings compared are two 3-seed means, and the label says so; the
+    # truth, a 6-seed mean, agrees with itself as that agreement stepped up to twice the seeds.
+    rng = np.random.default_rng(0)
+    truth = {f"s{i}": 0.8 + 0.003 * rng.standard_normal() for i in range(12)}
     search = {h: [{"seed": 0, "val_top1_epoch_1": t, "val_top1": t}] for h, t in truth.items()}
-    reference = {h: [{"seed": s, "test_top1": t + 0.001 * (s % 3)} for s in range(6)] for h, t in truth.items()}
-    found = {label: tau for label, tau, _, _ in ranking.correlations(Bench(sorted(truth), search, reference, 1))}
-    assert found["noise ceiling: reference test top-1, the mean of seeds 0-2 against that of seeds 3-5"] == pytest.approx(1)
+    reference = {h: [{"seed": s, "test_top1": t + 0.003 * rng.standard_normal()} for s in range(6)]
+                 for h, t in truth.items()}
+    bench = Bench(sorted(truth), search, reference, 1)
+    found = {label: (tau, rho) for label, tau, rho, _ in ranking.correlations(bench)}
+    measured = found["noise ceiling: reference test top-1, the mean of seeds 0-2 against that of seeds 3-5"][0]
+    assert 0 < measured < 1
+    stepped = found["noise ceiling of the truth (the mean of 6 seeds against another such mean), stepped up from "
+                    "the line above"]
+    assert stepped == pytest.approx(ranking.stepped_up(measured, 2)) and stepped[0] > measured
+    # Readings as long as the truth (3 seeds each, 3 against 3 impossible): nothing to step up.
+    three = {h: rows[:3] for h, rows in reference.items()}
+    labels = [label for label, *_ in ranking.correlations(Bench(sorted(truth), search, three, 1))]
+    assert "noise ceiling: reference test top-1, seed 0 against seed 1" in labels
+    assert ("noise ceiling of the truth (the mean of 3 seeds against another such mean), stepped up from the line "
+            "above") in labels
+
+
+def test_stepping_up_an_agreement_to_more_seeds():
+    # Worked example: tau 1/3 is Pearson 0.5; twice the seeds give 2 * 0.5 / 1.5 = 2/3.
+    tau, rho = ranking.stepped_up(1 / 3, 2)
+    assert tau == pytest.approx(2 / math.pi * math.asin(2 / 3)) and rho == pytest.approx(6 / math.pi * math.asin(1 / 3))
+    assert ranking.stepped_up(0.4, 1)[0] == pytest.approx(0.4) and ranking.stepped_up(1, 3)[0] == pytest.approx(1)
+    # Against simulation: normal spec effects and noise, 3-seed means against 3-seed means, and
+    # 6 against 6; stepping the first up by 2 predicts the second.
+    rng = np.random.default_rng(1)
+    specs, repeats = 60, 300
+    own = rng.standard_normal((repeats, specs, 1))
+    runs = own + 1.5 * rng.standard_normal((repeats, specs, 12))
+    three = np.mean([ranking.kendall_tau(r[:, 0:3].mean(1), r[:, 3:6].mean(1)) for r in runs])
+    six = np.mean([ranking.kendall_tau(r[:, 0:6].mean(1), r[:, 6:12].mean(1)) for r in runs])
+    assert six - three > 0.08 and ranking.stepped_up(three, 2)[0] == pytest.approx(six, abs=0.015)
 
 
 def test_the_difference_of_two_strategies_adds_both_errors():

@@ -104,22 +104,33 @@ def seed_pairs(table: dict[str, list[dict]], specs: list[str], column: str) -> t
     return np.array([as_number(a[column]) for a, _ in twice]), np.array([as_number(b[column]) for _, b in twice])
 
 
-def reading_pairs(table: dict[str, list[dict]], specs: list[str], column: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """Two independent readings of `column` a spec, and what was compared. A reading is the mean of
-    k seeds, k the number of seeds most specs have (a reference read as a 3-seed mean is checked 3
-    against 3; a failed run does not change k): the mean of seeds 0..k-1 against that of seeds
-    k..2k-1, over the specs that hold all of them. Where fewer than 3 specs do, k is the largest
-    that 3 specs hold twice over; at 1, seed 0 against seed 1 (seed_pairs)."""
-    counts = [len(table[h]) for h in specs]
-    most = max(set(counts), key=lambda n: (counts.count(n), -n))  # the most common count; a tie to the fewer
+def reading_pairs(table: dict[str, list[dict]], specs: list[str], column: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Two independent readings of `column` a spec, and k, the seeds each averages (pair_label
+    names them). A reading is the mean of k seeds, k the number of seeds most specs have (a
+    reference read as a 3-seed mean is checked 3 against 3; a failed run does not change k): the
+    mean of seeds 0..k-1 against that of seeds k..2k-1, over the specs that hold all of them.
+    Where fewer than 3 specs do, k is the largest that 3 specs hold twice over; at 1, seed 0
+    against seed 1 (seed_pairs)."""
+    most = seeds_most_have(table, specs)
     held = [{int(r["seed"]): as_number(r[column]) for r in table[h]} for h in specs]
     for k in range(most, 1, -1):
         whole = [seeds for seeds in held if all(s in seeds for s in range(2 * k))]
         if len(whole) >= 3:
             first = np.array([np.mean([seeds[s] for s in range(k)]) for seeds in whole])
             second = np.array([np.mean([seeds[s] for s in range(k, 2 * k)]) for seeds in whole])
-            return first, second, f"the mean of seeds 0-{k - 1} against that of seeds {k}-{2 * k - 1}"
-    return *seed_pairs(table, specs, column), "seed 0 against seed 1"
+            return first, second, k
+    return *seed_pairs(table, specs, column), 1
+
+
+def pair_label(k: int) -> str:
+    """What reading_pairs compared, in words."""
+    return "seed 0 against seed 1" if k == 1 else f"the mean of seeds 0-{k - 1} against that of seeds {k}-{2 * k - 1}"
+
+
+def seeds_most_have(table: dict[str, list[dict]], specs: list[str]) -> int:
+    """The most common number of runs a spec has in `table` (a tie goes to the fewer)."""
+    counts = [len(table[h]) for h in specs]
+    return max(set(counts), key=lambda n: (counts.count(n), -n))
 
 
 def choice_effects(bench: Bench, params: list[str]) -> list[tuple[str, str, int, float, float, float]]:

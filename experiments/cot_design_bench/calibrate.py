@@ -5,8 +5,10 @@ mean of the others), a bootstrap 95% interval over specs, one run's seed
 noise and the spread of the specs' means; and, from those two, how many seeds a reading would
 have to average for two readings to agree at the target tau (if the specs' own differences and
 the noise are normal, Pearson's r between two k-seed means is own^2 / (own^2 + noise^2 / k),
-and Kendall's tau is 2/pi asin(r)). Every spec's first n seeds are read, n the fewest any spec
-has; with more than 2, also the mean tau of one run against another over every pair of seeds.
+and Kendall's tau is 2/pi asin(r)); and, by the same model, the measured tau stepped up to two
+means of all n seeds (Spearman-Brown: what the analysis's truth, the mean of every seed, reaches).
+Every spec's first n seeds are read, n the fewest any spec has; with more than 2, also the mean
+tau of one run against another over every pair of seeds.
 Given a second pilot of the same specs (another machine, say), also the tau of one pilot's
 means against the other's. With `--metric val_top1`, the first folder is a search-recipe sweep
 read as a search reads it, and the second a reference sweep of some of its specs (the pilot's 20
@@ -25,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cotsearch.bench.ranking import kendall_tau
-from cotsearch.bench.table import read_space, read_table
+from cotsearch.bench.ranking import kendall_tau, stepped_up
+from cotsearch.bench.table import pair_label, read_space, read_table
 
 
 def seed_noise(top1: np.ndarray) -> float:
@@ -119,12 +121,15 @@ if __name__ == "__main__":
     args = parser.parse_args()
     result = calibrate(args.pilot, args.seeds, args.metric)
     k = result["seeds_per_reading"]
-    pair = "seed 0 against seed 1" if k == 1 else f"the mean of seeds 0-{k - 1} against that of seeds {k}-{2 * k - 1}"
-    print(f"{args.pilot}: {result['specs']} specs with {result['seeds']} seeds; {args.metric}, {pair}: Kendall tau "
+    print(f"{args.pilot}: {result['specs']} specs with {result['seeds']} seeds; {args.metric}, {pair_label(k)}: "
+          f"Kendall tau "
           f"{result['tau']:+.3f} (95% bootstrap interval over specs {result['tau_ci95'][0]:+.2f} to "
           f"{result['tau_ci95'][1]:+.2f}); one run's seed noise {100 * result['seed_sd']:.2f} points, the specs' "
           f"means spread by {100 * result['spread_sd']:.2f} points; MACs {result['macs'][0] / 1e6:.1f} M to "
           f"{result['macs'][1] / 1e6:.1f} M")
+    if result["tau"] > 0:  # what the mean of all the seeds (the analysis's truth) would reach, from the measured tau
+        print(f"stepped up from the measured tau (normal model, Spearman-Brown): two means of {result['seeds']} seeds "
+              f"would agree at Kendall tau {stepped_up(result['tau'], result['seeds'] / k)[0]:+.3f}")
     if result["pairs"] > 1:
         print(f"one run against another, over the {result['pairs']} pairs of seeds: mean Kendall tau "
               f"{result['pair_tau_mean']:+.3f}")
