@@ -186,41 +186,47 @@ def test_the_noise_ceiling_compares_readings_of_as_many_seeds_as_a_reading_has()
 
 def test_the_analysis_names_the_ceiling_it_measured():
     # 6 seeds a spec: the readings compared are two 3-seed means, and the label says so; the
-    # truth, a 6-seed mean, agrees with itself as that agreement stepped up to twice the seeds.
+    # truth, a 6-seed mean, agrees with itself as that agreement stepped up to twice the seeds,
+    # and no predictor beats the specs' own values against it.
     rng = np.random.default_rng(0)
-    truth = {f"s{i}": 0.8 + 0.003 * rng.standard_normal() for i in range(12)}
-    search = {h: [{"seed": 0, "val_top1_epoch_1": t, "val_top1": t}] for h, t in truth.items()}
+    own = {f"s{i}": 0.8 + 0.003 * rng.standard_normal() for i in range(20)}
+    search = {h: [{"seed": 0, "val_top1_epoch_1": t, "val_top1": t}] for h, t in own.items()}
     reference = {h: [{"seed": s, "test_top1": t + 0.003 * rng.standard_normal()} for s in range(6)]
-                 for h, t in truth.items()}
-    bench = Bench(sorted(truth), search, reference, 1)
-    found = {label: (tau, rho) for label, tau, rho, _ in ranking.correlations(bench)}
+                 for h, t in own.items()}
+
+    def rows(counts):
+        cut = {h: reference[h][:n] for h, n in zip(own, counts)}
+        return {label: (tau, rho) for label, tau, rho, _ in ranking.correlations(Bench(sorted(own), search, cut, 1))}
+
+    def truth_row(seeds):
+        return f"the truth (the mean of each spec's seeds, {seeds}) against another such mean, from the line above"
+
+    ceiling = "noise ceiling of any predictor: the specs' own values against the truth, from the line above"
+    found = rows([6] * 20)
     measured = found["noise ceiling: reference test top-1, the mean of seeds 0-2 against that of seeds 3-5"][0]
     assert 0 < measured < 1
-    stepped = found["noise ceiling of the truth (the mean of 6 seeds against another such mean), stepped up from "
-                    "the line above"]
-    assert stepped == pytest.approx(ranking.stepped_up(measured, 2)) and stepped[0] > measured
-    # Readings as long as the truth (3 seeds each, 3 against 3 impossible): nothing to step up.
-    three = {h: rows[:3] for h, rows in reference.items()}
-    labels = [label for label, *_ in ranking.correlations(Bench(sorted(truth), search, three, 1))]
-    assert "noise ceiling: reference test top-1, seed 0 against seed 1" in labels
-    assert ("noise ceiling of the truth (the mean of 3 seeds against another such mean), stepped up from the line "
-            "above") in labels
-
-
-def test_stepping_up_an_agreement_to_more_seeds():
-    # Worked example: tau 1/3 is Pearson 0.5; twice the seeds give 2 * 0.5 / 1.5 = 2/3.
-    tau, rho = ranking.stepped_up(1 / 3, 2)
-    assert tau == pytest.approx(2 / math.pi * math.asin(2 / 3)) and rho == pytest.approx(6 / math.pi * math.asin(1 / 3))
-    assert ranking.stepped_up(0.4, 1)[0] == pytest.approx(0.4) and ranking.stepped_up(1, 3)[0] == pytest.approx(1)
-    # Against simulation: normal spec effects and noise, 3-seed means against 3-seed means, and
-    # 6 against 6; stepping the first up by 2 predicts the second.
-    rng = np.random.default_rng(1)
-    specs, repeats = 60, 300
-    own = rng.standard_normal((repeats, specs, 1))
-    runs = own + 1.5 * rng.standard_normal((repeats, specs, 12))
-    three = np.mean([ranking.kendall_tau(r[:, 0:3].mean(1), r[:, 3:6].mean(1)) for r in runs])
-    six = np.mean([ranking.kendall_tau(r[:, 0:6].mean(1), r[:, 6:12].mean(1)) for r in runs])
-    assert six - three > 0.08 and ranking.stepped_up(three, 2)[0] == pytest.approx(six, abs=0.015)
+    truth = found[truth_row(6)]
+    assert truth == pytest.approx(ranking.spearman_brown(measured, 2)) and truth[0] > measured
+    assert found[ceiling] == pytest.approx(ranking.predictor_ceiling(truth[0])) and found[ceiling][0] > truth[0]
+    # 3 seeds each: 3 against 3 is impossible, so seed 0 against seed 1, stepped up 3 times.
+    found = rows([3] * 20)
+    one = found["noise ceiling: reference test top-1, seed 0 against seed 1"][0]
+    assert found[truth_row(3)] == pytest.approx(ranking.spearman_brown(one, 3))
+    # Seed counts that differ: the truth's seeds are their harmonic mean (its noise is the mean of 1/n).
+    # Here most specs have 3 and six have 6, so 3 against 3 is measured over those six, but the
+    # truth averages fewer seeds than that and agrees with itself less.
+    found = rows([6] * 6 + [3] * 8 + [1] * 6)
+    three = found["noise ceiling: reference test top-1, the mean of seeds 0-2 against that of seeds 3-5"][0]
+    truth = found[truth_row("2.1 (harmonic mean over specs)")]
+    assert truth == pytest.approx(ranking.spearman_brown(three, 20 / (6 / 6 + 8 / 3 + 6) / 3)) and truth[0] < three
+    # A ceiling of 0 or less says nothing of the truth's.
+    backwards = {h: [{"seed": s, "test_top1": 0.8 + i * (0.001 if s else -0.002)} for s in range(2)]
+                 for i, h in enumerate(own)}
+    found = {label: tau for label, tau, _, _ in ranking.correlations(Bench(sorted(own), search, backwards, 1))}
+    assert found["noise ceiling: reference test top-1, seed 0 against seed 1"] < 0
+    assert not [label for label in found if label.startswith(("the truth", "noise ceiling of any"))]
+    assert np.isnan([*ranking.spearman_brown(-0.2, 2), *ranking.spearman_brown(0.3, 0),
+                     *ranking.predictor_ceiling(0)]).all()
 
 
 def test_the_difference_of_two_strategies_adds_both_errors():

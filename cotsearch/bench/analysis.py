@@ -303,7 +303,9 @@ def _markdown(bench: Bench, space: SearchSpace, reference_space: SearchSpace,
               f"How much of the reference's ranking is signal: one run's test top-1 varies by {100 * noise:.2f} points "
               f"(standard deviation, from the {pairs} specs run with two seeds); the specs' means spread by "
               f"{100 * spread:.2f} points. "
-              "Where these are alike, no predictor can rank the specs much better than the noise ceiling above.", ""]
+              "No predictor ranks the specs against this truth better, on average, than the 'noise ceiling of any "
+              "predictor' row above (a normal model's estimate from the measured ceiling), and where these two are "
+              "alike, that ceiling is low.", ""]
     lines += _signal_section(signal, space.train.val_size)
     lines += ["## Which choices matter", "",
               "Mean over the specs with each value (on an exhaustive table, over every combination of the other "

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as scipy_stats
 
-from cotsearch.bench.table import Bench, as_number, pair_label, reading_pairs, seed_pairs, seeds_most_have
+from cotsearch.bench.table import Bench, as_number, pair_label, reading_pairs, seed_pairs
 from cotsearch.search.space import PROXY_NAMES
 from cotsearch.search.stats import Noise
 
@@ -37,15 +37,28 @@ def kendall_tau(a, b, axis: int = -1):
     return tau[()]  # a NumPy float (a float, with the dtype scipy asks of a statistic) for two rankings
 
 
-def stepped_up(tau: float, factor: float) -> tuple[float, float]:
+def spearman_brown(tau: float, factor: float) -> tuple[float, float]:
     """(Kendall tau, Spearman rho) that two readings would reach, each the mean of `factor` times
-    the seeds of two readings that agreed at Kendall `tau`. If the specs' own differences and the
-    noise are normal, tau = 2/pi asin(r) for Pearson's r (Greiner's relation), rho = 6/pi
-    asin(r/2), and the mean of factor times the seeds agrees at factor r / (1 + (factor - 1) r)
-    (Spearman-Brown). Written here because scipy has neither step."""
+    the seeds of two readings that agreed at Kendall `tau` (NaN unless tau and factor are
+    positive). If the specs' own differences and the noise are normal, tau = 2/pi asin(r) for
+    Pearson's r (Greiner's relation), and the mean of factor times the seeds agrees at
+    factor r / (1 + (factor - 1) r) (Spearman-Brown). Written here because scipy has neither."""
+    if not (tau > 0 and factor > 0):
+        return math.nan, math.nan
     r = math.sin(math.pi / 2 * tau)
-    stepped = factor * r / (1 + (factor - 1) * r)
-    return 2 / math.pi * math.asin(stepped), 6 / math.pi * math.asin(stepped / 2)
+    return _rank_correlations(factor * r / (1 + (factor - 1) * r))
+
+
+def predictor_ceiling(tau: float) -> tuple[float, float]:
+    """(Kendall tau, Spearman rho) of the specs' own values, a predictor without noise, against
+    a reading that agrees with another like it at Kendall `tau` (NaN unless tau is positive):
+    under the same normal model, Pearson's sqrt(r). No predictor does better, on average."""
+    return _rank_correlations(math.sqrt(math.sin(math.pi / 2 * tau))) if tau > 0 else (math.nan, math.nan)
+
+
+def _rank_correlations(r: float) -> tuple[float, float]:
+    """Kendall's tau and Spearman's rho of a bivariate normal with Pearson's r."""
+    return 2 / math.pi * math.asin(r), 6 / math.pi * math.asin(r / 2)
 
 
 def tau_test(a, b, permutations: int = PERMUTATIONS) -> tuple[float, float]:
@@ -60,8 +73,9 @@ def tau_test(a, b, permutations: int = PERMUTATIONS) -> tuple[float, float]:
 def correlations(bench: Bench) -> list[tuple[str, float, float, int]]:
     """(predictor, Kendall tau, Spearman rho, specs) against the reference top-1, then the
     noise ceilings: two independent readings of the reference (table.reading_pairs); where the
-    truth averages more seeds than each of those, its own agreement, stepped up from theirs
-    (stepped_up); the search recipe's seed 0 against its seed 1."""
+    truth's agreement with itself, from theirs (spearman_brown: it averages more seeds, or fewer,
+    than each of them); from that, the most any predictor reaches against it (predictor_ceiling); the
+    search recipe's seed 0 against its seed 1."""
     truth = bench.truth()
     found = []
 
@@ -83,11 +97,15 @@ def correlations(bench: Bench) -> list[tuple[str, float, float, int]]:
     first, second, k = reading_pairs(bench.reference, bench.specs, "test_top1")
     before = len(found)
     add(f"noise ceiling: reference test top-1, {pair_label(k)}", first, second)
-    truth_seeds = seeds_most_have(bench.reference, bench.specs)
-    if len(found) > before and truth_seeds > k and found[-1][1] > 0:
-        _, tau, _, specs = found[-1]
-        found.append((f"noise ceiling of the truth (the mean of {truth_seeds} seeds against another such mean), "
-                      f"stepped up from the line above", *stepped_up(tau, truth_seeds / k), specs))
+    if len(found) > before and found[-1][1] > 0:
+        _, measured, _, specs = found[-1]
+        truth_seeds = bench.truth_seeds()
+        truth_tau, truth_rho = spearman_brown(measured, truth_seeds / k)
+        shown = f"{truth_seeds:g}" if truth_seeds.is_integer() else f"{truth_seeds:.1f} (harmonic mean over specs)"
+        found.append((f"the truth (the mean of each spec's seeds, {shown}) against another such mean, from the line "
+                      "above", truth_tau, truth_rho, specs))
+        found.append(("noise ceiling of any predictor: the specs' own values against the truth, from the line above",
+                      *predictor_ceiling(truth_tau), specs))
     add(f"search recipe, val top-1 after epoch {bench.epochs}, seed 0 against seed 1",
         *seed_pairs(bench.search, bench.specs, "val_top1"))
     return found

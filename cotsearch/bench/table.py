@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,11 @@ class Bench:
     def truth(self) -> np.ndarray:
         """The space's specs' reference test top-1, in the order of `specs`."""
         return np.array([self.truth_of(h) for h in self.specs])
+
+    def truth_seeds(self) -> float:
+        """The reference seeds the space's specs' truths average: the harmonic mean of their
+        counts, the count whose mean carries the truths' average noise."""
+        return float(statistics.harmonic_mean([len(self.reference[h]) for h in self.specs]))
 
     def search_mean(self, column: str) -> np.ndarray:
         return np.array([np.mean([as_number(r[column]) for r in self.search[h]]) for h in self.specs])

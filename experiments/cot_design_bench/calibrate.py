@@ -6,7 +6,8 @@ noise and the spread of the specs' means; and, from those two, how many seeds a 
 have to average for two readings to agree at the target tau (if the specs' own differences and
 the noise are normal, Pearson's r between two k-seed means is own^2 / (own^2 + noise^2 / k),
 and Kendall's tau is 2/pi asin(r)); and, by the same model, the measured tau stepped up to two
-means of all n seeds (Spearman-Brown: what the analysis's truth, the mean of every seed, reaches).
+means of all n seeds (Spearman-Brown: what the analysis's truth, the mean of every seed, reaches)
+and the most a predictor reaches against such a mean.
 Every spec's first n seeds are read, n the fewest any spec has; with more than 2, also the mean
 tau of one run against another over every pair of seeds.
 Given a second pilot of the same specs (another machine, say), also the tau of one pilot's
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cotsearch.bench.ranking import kendall_tau, stepped_up
+from cotsearch.bench.ranking import kendall_tau, predictor_ceiling, spearman_brown
 from cotsearch.bench.table import pair_label, read_space, read_table
 
 
@@ -128,8 +129,10 @@ if __name__ == "__main__":
           f"means spread by {100 * result['spread_sd']:.2f} points; MACs {result['macs'][0] / 1e6:.1f} M to "
           f"{result['macs'][1] / 1e6:.1f} M")
     if result["tau"] > 0:  # what the mean of all the seeds (the analysis's truth) would reach, from the measured tau
+        whole = spearman_brown(result["tau"], result["seeds"] / k)[0]
         print(f"stepped up from the measured tau (normal model, Spearman-Brown): two means of {result['seeds']} seeds "
-              f"would agree at Kendall tau {stepped_up(result['tau'], result['seeds'] / k)[0]:+.3f}")
+              f"would agree at Kendall tau {whole:+.3f}; no predictor would rank the specs against such a mean better "
+              f"than {predictor_ceiling(whole)[0]:+.3f}, on average")
     if result["pairs"] > 1:
         print(f"one run against another, over the {result['pairs']} pairs of seeds: mean Kendall tau "
               f"{result['pair_tau_mean']:+.3f}")
