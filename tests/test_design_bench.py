@@ -10,7 +10,8 @@ import pytest
 
 from cotsearch.arch.load import load_spec
 from cotsearch.bench import analysis, pareto, ranking, simulate
-from cotsearch.bench.scaled_presets import FACTORS, against_preset, scale_to_budget, scale_width
+from cotsearch.bench.scaled_presets import against_preset
+from cotsearch.search.scaled_presets import FACTORS, reference_spec, scale_to_budget, scale_width
 from cotsearch.bench.sweep import EDF, TABLE, make_row, plot_edf, row_configs, sample_specs, write_table
 from cotsearch.bench.table import Bench, pair_label, reading_pairs, seed_pairs
 from cotsearch.cost.analytic import estimate_cost
@@ -75,6 +76,8 @@ def test_scaled_presets_are_the_widest_that_fit_the_budget():
         assert scaled.spec.stem.width == max(8, round(base.stem.width * scaled.factor / 8) * 8)
         # Every wider factor of the grid searched gives a spec over the budget.
         assert all(estimate_cost(scale_width(base, float(f))).macs > budget for f in FACTORS if f > scaled.factor)
+        # The space's own reference of that name (tune's verdicts) is the benchmark's person's choice.
+        assert reference_spec(space, f"{name}@budget") == scaled.spec and f"{name}@budget" in space.search.references
     no_budget = space.model_copy(update={"budgets": space.budgets.model_copy(update={"max_macs": None})})
     with pytest.raises(CotsearchError, match="no budget"):
         scale_to_budget(no_budget, "cotnet_tiny")

@@ -16,6 +16,8 @@ import pytest
 import cotsearch
 from cotsearch.errors import CotsearchError
 from cotsearch.search.records import open_study, records
+from cotsearch.search.scaled_presets import scale_to_budget
+from cotsearch.search.space import load_space
 
 from helpers import MAX_MACS, SPACES, cli, rows, search_here, tune, write_cifar, write_space
 
@@ -245,15 +247,16 @@ base: cotnet_tiny
 params:
   stages.1.blocks: {{choice: [cot, conv]}}
   stages.2.blocks: {{choice: [cot, conv, se_conv]}}
+budgets: {{max_macs: 38.1e+6}}  # all 6 specs (34.1 M to 38.05 M at 32 px)
 train: {{data: "cifar10:{data}", epochs: 1, val_size: 40, batch_size: 40}}
-search: {{trials: 2, seed: 0, cpus_per_trial: 1, references: [cotnet_tiny], confirm: {{top: 1, seeds: 2}}}}
+search: {{trials: 2, seed: 0, cpus_per_trial: 1, references: [cotnet_tiny@budget], confirm: {{top: 1, seeds: 2}}}}
 """
 
 
 @pytest.fixture(scope="module")
 def confirmed_search(tmp_path_factory, ray_address):
-    """One search of ONE_SPEC_SPACE with its confirmation and reference: (space file, run
-    directory, outcome, what it printed)."""
+    """One search of ONE_SPEC_SPACE with its confirmation and reference (cotnet_tiny scaled to
+    the budget): (space file, run directory, outcome, what it printed)."""
     tmp = tmp_path_factory.mktemp("confirmed")
     write_cifar(tmp / "cifar", n_per_batch=40)
     space = tmp / "space.yaml"
@@ -265,8 +268,9 @@ def confirmed_search(tmp_path_factory, ray_address):
 def test_every_record_of_a_trial_describes_the_network_it_trained(confirmed_search):
     """The base spec has 1 channel at 28 px, the data 3 channels at 32 px: the study's spec
     and hash, the trial's spec.yaml and model file, best/ and the references all describe
-    the one network that trained, fitted to the data."""
-    _, run_dir, outcome, printed = confirmed_search
+    the one network that trained, fitted to the data (the reference: cotnet_tiny fitted, then
+    scaled by width to the budget)."""
+    space, run_dir, outcome, printed = confirmed_search
     trained = [r for r in records(open_study(run_dir)) if r.trained]
     assert len(trained) == 2
     for r in trained:
@@ -279,9 +283,13 @@ def test_every_record_of_a_trial_describes_the_network_it_trained(confirmed_sear
     best = cotsearch.load_model(run_dir / "best" / "model.safetensors")
     assert best.spec == cotsearch.load_spec(run_dir / "best" / "spec.yaml")
     assert best.spec.spec_hash() in {r.spec_hash for r in trained}
+    scaled = scale_to_budget(load_space(str(space)), "cotnet_tiny")
+    assert 1 < scaled.factor and 34.2e6 < scaled.cost.macs <= 38.1e6  # wider than cotnet_tiny (34.1 M)
+    assert f"the references cotnet_tiny@budget (x{scaled.factor:.2f} width, {scaled.cost.macs / 1e6:.2f} M MACs)" in printed
     for seed in (1, 2):  # the confirmation's fresh seeds (the search trained with seed 0)
-        reference = cotsearch.read_metadata(run_dir / "trials" / f"ref-cotnet_tiny-s{seed}" / "model.safetensors")[0]
-        assert reference == cotsearch.load_spec(run_dir / "trials" / f"ref-cotnet_tiny-s{seed}" / "spec.yaml")
+        trial = run_dir / "trials" / f"ref-cotnet_tiny@budget-s{seed}"
+        reference = cotsearch.read_metadata(trial / "model.safetensors")[0]
+        assert reference == cotsearch.load_spec(trial / "spec.yaml") == scaled.spec
         assert (reference.in_chans, reference.input_size) == (3, 32)
         confirmed = cotsearch.load_spec(run_dir / "trials" / f"confirm-{outcome.best_trial}-s{seed}" / "spec.yaml")
         assert confirmed == best.spec  # the chosen trial's own spec, trained again
@@ -291,7 +299,7 @@ def test_every_record_of_a_trial_describes_the_network_it_trained(confirmed_sear
     assert [len(s["runs"]) for s in noise["specs"]] == [2, 2] and noise["dof"] == 2
     verdict = noise["comparisons"][0]["verdict"]
     diff = noise["comparisons"][0]
-    assert (f"verdict: trial {outcome.best_trial} {verdict} cotnet_tiny ({100 * diff['difference']:+.2f} ± "
+    assert (f"verdict: trial {outcome.best_trial} {verdict} cotnet_tiny@budget ({100 * diff['difference']:+.2f} ± "
             f"{50 * (diff['ci95'][1] - diff['ci95'][0]):.2f} points, 95% CI, same seeds)") in printed
     assert "noise: " in printed and "confirmed val top-1" in printed
 

@@ -7,9 +7,12 @@ import pytest
 from cotsearch.arch.load import load_spec
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.errors import SpecError
+from cotsearch.search.confirm import planned_runs
+from cotsearch.search.scaled_presets import reference_spec, scale_to_budget
 from cotsearch.search.space import apply_params, load_space, price
+from cotsearch.search.trial_types import TrialId, TrialKind
 
-from helpers import SPACES, write_cifar
+from helpers import SPACES, cli, write_cifar
 
 GOOD = """
 name: t
@@ -29,10 +32,14 @@ def space_from(tmp_path, text):
     return load_space(str(path))
 
 
-@pytest.mark.parametrize("name", ["cot_stages", "cot_block", "imagenet_cot_stages"])
+@pytest.mark.parametrize("name", ["cot_stages", "cot_block", "cot_placement", "cot_design", "imagenet_cot_stages"])
 def test_shipped_spaces_are_valid(name):
     space = load_space(SPACES / f"{name}.yaml")
     assert space.params and space.objectives[0].metric == "val_top1"
+    if space.train.data == "fashion-mnist":  # the others' data is not on this machine
+        for reference in space.search.references:  # each resolves, a scaled one within the budget
+            cost = estimate_cost(reference_spec(space, reference))
+            assert "@budget" not in reference or all(value <= 0 for value in space.constraints(cost))
 
 
 @pytest.mark.parametrize("change, message", [
@@ -168,6 +175,30 @@ def test_names_that_escape_and_conditions_that_never_hold_are_refused(tmp_path, 
 def test_a_misspelt_reference_is_refused_with_a_suggestion(tmp_path):
     with pytest.raises(SpecError, match="search.references: 'cotnet_tny' is not a preset; did you mean 'cotnet_tiny'"):
         space_from(tmp_path, GOOD + "search: {references: [cotnet_tny]}\n")
+    with pytest.raises(SpecError, match="search.references: 'resnet_tny' is not a preset; did you mean 'resnet_tiny'"):
+        space_from(tmp_path, GOOD + "search: {references: [resnet_tny@budget]}\n")
+
+
+def test_a_reference_scaled_to_the_budget_is_the_preset_scaled_to_fit_it(tmp_path):
+    space = space_from(tmp_path, GOOD + "search: {references: [cotnet_tiny, resnet_tiny@budget]}\n")
+    plain, scaled = (reference_spec(space, name) for name in space.search.references)
+    assert plain == space.data_shape().apply(load_spec("cotnet_tiny"))
+    assert scaled == scale_to_budget(space, "resnet_tiny").spec and scaled.name == "resnet_tiny-x0.92"
+    assert estimate_cost(scaled).macs <= 30.0e6 < estimate_cost(space.data_shape().apply(load_spec("resnet_tiny"))).macs
+    # The confirmation trains it like any reference: its id names it as the space does, and reads back.
+    runs = [c for c in planned_runs(space, []) if c.id.kind == TrialKind.REFERENCE]
+    assert [str(c.id) for c in runs] == [f"ref-{name}-s{seed}" for name in ("cotnet_tiny", "resnet_tiny@budget")
+                                         for seed in (1, 2, 3)]
+    assert runs[3].spec == scaled and TrialId.parse(str(runs[3].id)) == runs[3].id
+
+
+def test_a_reference_that_cannot_be_scaled_stops_tune_before_any_work(tmp_path):
+    no_budget = GOOD.replace("budgets: {max_macs: 30.0e+6}\n", "") + "search: {references: [cotnet_tiny@budget]}\n"
+    (tmp_path / "space.yaml").write_text(no_budget)
+    result = cli("tune", tmp_path / "space.yaml", "--out", tmp_path / "run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: search.references: cotnet_tiny@budget: t has no budget to scale the preset to"
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_yaml_bomb_space_is_refused(tmp_path):

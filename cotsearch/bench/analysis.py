@@ -65,6 +65,7 @@ from cotsearch.data.shape import KINDS
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_text, save_figure
 from cotsearch.search.sampler import sampler_name
+from cotsearch.search.scaled_presets import reference_spec
 from cotsearch.search.space import PROXY_NAMES, Confirm, SearchSpace
 from cotsearch.search.stats import verdict
 
@@ -76,15 +77,14 @@ TEST_IMAGES = {"fashion-mnist": 10_000, "mnist": 10_000, "cifar10": 10_000, "cif
 
 
 def named_specs(space: SearchSpace, bench: Bench, named: list[str]) -> dict[str, str]:
-    """Label -> spec hash, of the space's reference presets and of each NAME (a preset) or
-    LABEL=V1,V2,... (a value for each of the space's parameters, in order)."""
-    from cotsearch.arch.load import load_spec
-
+    """Label -> spec hash, of the space's reference presets and of each NAME (a preset, or
+    NAME@budget as a space's references name one) or LABEL=V1,V2,... (a value for each of the
+    space's parameters, in order)."""
     found = {}
     for item in [*space.search.references, *named]:
         label, _, values = item.partition("=")
         if not values:
-            found[label] = space.data_shape().apply(load_spec(label)).spec_hash()
+            found[label] = reference_spec(space, label).spec_hash()
             continue
         values = values.split(",")
         if len(values) != len(space.params):

@@ -26,10 +26,10 @@ import optuna
 from matplotlib.figure import Figure
 from rich.console import Console
 
-from cotsearch.bench.scaled_presets import ScaledPreset, scale_to_budget
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_text
 from cotsearch.search.prescreen import Candidate, feasible, random_candidates
+from cotsearch.search.scaled_presets import ScaledPreset, scale_to_budget
 from cotsearch.search.space import SearchSpace
 from cotsearch.search.trial_types import TrialConfig, TrialId, TrialKind, TrialResult, TrialState
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from ray import tune
 from rich.console import Console
 
-from cotsearch.bench.scaled_presets import ScaledPreset
 from cotsearch.bench.sweep import (
     EDF,
     FINISHED,
@@ -25,6 +24,7 @@ from cotsearch.bench.sweep import (
 from cotsearch.files import save_figure
 from cotsearch.process.ctrl_c import CtrlC
 from cotsearch.search.records import worker_failure
+from cotsearch.search.scaled_presets import ScaledPreset
 from cotsearch.search.session import grid_tuner, ray_session
 from cotsearch.search.space import SearchSpace
 from cotsearch.search.trial_types import TrialConfig, TrialResult, TrialState
@@ -76,7 +76,7 @@ def run_sweep(space: SearchSpace, out: Path, archs: int | None, seeds: int, resu
               address: str | None = None, proxies: bool = True, console: Console | None = None,
               scaled_presets: list[str] | None = None) -> Path | None:
     """Train every row still to train (archs None: every feasible spec), and each of
-    `scaled_presets` scaled to the space's budget (cotsearch.bench.scaled_presets) with the
+    `scaled_presets` scaled to the space's budget (cotsearch.search.scaled_presets) with the
     same seeds; returns sweep.csv (None for a sweep of no rows). Stopped, it writes sweep.csv of
     the rows finished so far, then stops."""
     console = console or Console(stderr=True)

@@ -11,6 +11,7 @@ from cotsearch.process.ctrl_c import CtrlC
 from cotsearch.search.confirm import planned_runs, read_runs, run_record, write_runs
 from cotsearch.search.progress import SearchProgress
 from cotsearch.search.records import TrialRecord, worker_failure
+from cotsearch.search.scaled_presets import described
 from cotsearch.search.session import grid_tuner
 from cotsearch.search.space import SearchSpace
 from cotsearch.search.trial_types import TrialConfig, TrialKind, TrialResult
@@ -27,7 +28,8 @@ def run_confirmation(space: SearchSpace, run_dir: Path, rows: list[TrialRecord],
     seeds = space.search.reference_seeds(space.train.seed)
     confirmed = sorted({c.id.key for c in todo if c.id.kind == TrialKind.CONFIRM})
     what = ([f"the top {len(confirmed)} trials ({', '.join(map(str, confirmed))})"] if confirmed else []) + \
-        ([f"the references {', '.join(space.search.references)}"] if space.search.references else [])
+        ([f"the references {', '.join(described(space, name) for name in space.search.references)}"]
+         if space.search.references else [])
     progress.console.print(f"confirming: training {' and '.join(what)} with seeds {', '.join(map(str, seeds))} "
                            "(same recipe)", soft_wrap=True)
     tuner = grid_tuner(space, run_dir, todo, "ray-confirm", [progress, ctrl_c, RunRecorder(run_dir)])

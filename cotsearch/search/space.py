@@ -28,6 +28,7 @@ from cotsearch.search.trial_types import Price
 from cotsearch.train.config import TrainConfig
 
 WIDTH_MULT = "width_mult"
+SCALED_TO_BUDGET = "@budget"  # a reference `NAME@budget`: the preset scaled by width to the budget
 
 
 class ParamSpec(StrictModel):
@@ -171,7 +172,9 @@ class SearchSettings(StrictModel):
     max_retries: int = Field(1, ge=0, description="times Ray reruns a trial whose worker or node died")
     latency_isolated: bool = Field(False, description="measure each trial's latency with its node to itself: the "
                                    "trials training there pause at the end of their current step until it ends")
-    references: list[str] = Field(default_factory=list, description="presets trained with the same recipe, for comparison")
+    references: list[str] = Field(default_factory=list, description="presets trained with the same recipe, for "
+                                  "comparison; NAME@budget: the preset scaled by width to the space's budget, what a "
+                                  "person would have trained without a search")
     prescreen: Prescreen | None = Field(None, description="zero-cost pre-screening of the samples; null: off")
     confirm: Confirm | None = Field(default_factory=Confirm, description="train the top candidates and the references "
                                     "again with fresh seeds before choosing; null: off (the references then train with "
@@ -199,11 +202,11 @@ class SearchSettings(StrictModel):
     @field_validator("references")
     @classmethod
     def _known_presets(cls, names: list[str]) -> list[str]:
-        for name in names:
+        for name in (name.removesuffix(SCALED_TO_BUDGET) for name in names):
             if name not in list_presets():
                 guess = difflib.get_close_matches(name, list_presets(), n=1)
                 hint = f"; did you mean {guess[0]!r}?" if guess else f"; presets: {', '.join(list_presets())}"
-                raise ValueError(f"{name!r} is not a preset{hint}")
+                raise ValueError(f"{name!r} is not a preset{hint} (NAME@budget: the preset scaled to the budget)")
         return names
 
 
