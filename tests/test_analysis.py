@@ -9,7 +9,7 @@ import pytest
 from cotsearch.bench import analysis, ranking, simulate, table
 from cotsearch.errors import CotsearchError
 from cotsearch.search.space import Confirm
-from cotsearch.search.stats import Noise
+from cotsearch.stats import Noise
 
 from helpers import cli
 from test_sweep import write_synthetic_sweeps

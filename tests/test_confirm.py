@@ -6,7 +6,7 @@ import pytest
 
 from cotsearch.search.confirm import summarize
 from cotsearch.search.records import TrialRecord
-from cotsearch.search.stats import Noise, binomial_se, mean_interval, paired_difference, verdict
+from cotsearch.stats import Noise, binomial_se, mean_interval, paired_difference, verdict
 
 SIGMA = 0.004  # one run's seed noise: 0.4 points
 

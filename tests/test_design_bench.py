@@ -11,15 +11,16 @@ import pytest
 from cotsearch.arch.load import load_spec
 from cotsearch.bench import analysis, pareto, ranking, simulate
 from cotsearch.bench.scaled_presets import against_preset
-from cotsearch.search.scaled_presets import FACTORS, reference_spec, scale_to_budget, scale_width
 from cotsearch.bench.sweep import EDF, TABLE, make_row, plot_edf, row_configs, sample_specs, write_table
 from cotsearch.bench.table import Bench, pair_label, reading_pairs, seed_pairs
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.errors import CotsearchError
 from cotsearch.files import save_figure
+from cotsearch.search.prescreen import Candidate
+from cotsearch.search.scaled_presets import FACTORS, reference_spec, scale_to_budget, scale_width
 from cotsearch.search.space import load_space
-from cotsearch.search.stats import verdict
 from cotsearch.search.trial_types import TrialResult
+from cotsearch.stats import verdict
 
 from helpers import SPACES, cli, cli_here
 
@@ -40,7 +41,8 @@ def write_design_tables(tmp_path, specs: int = 24, presets: dict[str, float] | N
     named = {s.spec.spec_hash(): s.label for s in scaled}
     truth_of = {c.spec.spec_hash(): design_truth(c.cost.macs) for c in candidates}
     truth_of.update({s.spec.spec_hash(): top1 for s, top1 in zip(scaled, (presets or {}).values())})
-    configs = row_configs([*candidates, *(s.candidate() for s in scaled)], seeds=2, recipe_seed=0, named=named)
+    configs = row_configs([*candidates, *(Candidate({}, s.spec, s.cost) for s in scaled)], seeds=2, recipe_seed=0,
+                          named=named)
     for kind in ("search", "reference"):
         folder = tmp_path / kind
         folder.mkdir()

@@ -10,8 +10,8 @@ from helpers import REPO, SPACES
 
 PACKAGE = REPO / "cotsearch"
 # Each folder (or top-level module) may import only from layers of a lower or equal rank.
-RANKS = {"errors": 0, "files": 0, "arch": 1, "nn": 2, "data": 2, "cost": 3, "train": 4, "export": 5, "process": 6,
-         "search": 7, "report": 8, "bench": 8, "cli": 9}
+RANKS = {"errors": 0, "files": 0, "stats": 0, "arch": 1, "nn": 2, "data": 2, "cost": 3, "train": 4, "export": 5,
+         "process": 6, "search": 7, "report": 8, "bench": 8, "cli": 9}
 HEAVY = ("torch", "timm", "ray", "torchvision")
 
 

@@ -285,7 +285,8 @@ def test_every_record_of_a_trial_describes_the_network_it_trained(confirmed_sear
     assert best.spec.spec_hash() in {r.spec_hash for r in trained}
     scaled = scale_to_budget(load_space(str(space)), "cotnet_tiny")
     assert 1 < scaled.factor and 34.2e6 < scaled.cost.macs <= 38.1e6  # wider than cotnet_tiny (34.1 M)
-    assert f"the references cotnet_tiny@budget (x{scaled.factor:.2f} width, {scaled.cost.macs / 1e6:.2f} M MACs)" in printed
+    described = f"the references cotnet_tiny@budget (x{scaled.factor:.2f} width, {scaled.cost.macs / 1e6:.2f} M MACs)"
+    assert described in printed
     for seed in (1, 2):  # the confirmation's fresh seeds (the search trained with seed 0)
         trial = run_dir / "trials" / f"ref-cotnet_tiny@budget-s{seed}"
         reference = cotsearch.read_metadata(trial / "model.safetensors")[0]

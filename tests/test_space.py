@@ -175,8 +175,16 @@ def test_names_that_escape_and_conditions_that_never_hold_are_refused(tmp_path, 
 def test_a_misspelt_reference_is_refused_with_a_suggestion(tmp_path):
     with pytest.raises(SpecError, match="search.references: 'cotnet_tny' is not a preset; did you mean 'cotnet_tiny'"):
         space_from(tmp_path, GOOD + "search: {references: [cotnet_tny]}\n")
-    with pytest.raises(SpecError, match="search.references: 'resnet_tny' is not a preset; did you mean 'resnet_tiny'"):
+    with pytest.raises(SpecError, match="search.references: 'resnet_tny@budget' is not a preset; did you mean "
+                                        "'resnet_tiny@budget'"):
         space_from(tmp_path, GOOD + "search: {references: [resnet_tny@budget]}\n")
+    with pytest.raises(SpecError, match="search.references: 'cotnet_tiny@budgt' is not a preset; did you mean "
+                                        "'cotnet_tiny'"):
+        space_from(tmp_path, GOOD + "search: {references: [cotnet_tiny@budgt]}\n")
+    with pytest.raises(SpecError, match="search.references: '@budget' is not a preset; presets: "):
+        space_from(tmp_path, GOOD + "search: {references: ['@budget']}\n")
+    with pytest.raises(SpecError, match="search.references: cotnet_tiny@budget: named twice"):
+        space_from(tmp_path, GOOD + "search: {references: [cotnet_tiny@budget, resnet_tiny, cotnet_tiny@budget]}\n")
 
 
 def test_a_reference_scaled_to_the_budget_is_the_preset_scaled_to_fit_it(tmp_path):
@@ -192,12 +200,24 @@ def test_a_reference_scaled_to_the_budget_is_the_preset_scaled_to_fit_it(tmp_pat
     assert runs[3].spec == scaled and TrialId.parse(str(runs[3].id)) == runs[3].id
 
 
-def test_a_reference_that_cannot_be_scaled_stops_tune_before_any_work(tmp_path):
-    no_budget = GOOD.replace("budgets: {max_macs: 30.0e+6}\n", "") + "search: {references: [cotnet_tiny@budget]}\n"
-    (tmp_path / "space.yaml").write_text(no_budget)
+@pytest.mark.parametrize("budgets, references, message", [
+    ("", "[cotnet_tiny@budget]", "search.references: cotnet_tiny@budget: t has no budget to scale the preset to"),
+    ("budgets: {max_macs: 30.0e+6, max_latency_ms: 50}\n", "[cotnet_tiny@budget]",
+     "search.references: cotnet_tiny@budget: t has a latency budget, which a preset cannot be scaled to without "
+     "measuring; budget the space by max_macs or max_params only, or name the preset unscaled"),
+    ("budgets: {max_macs: 1.0e+5}\n", "[cotnet_tiny, resnet_tiny@budget]",
+     "search.references: resnet_tiny@budget: no width from 0.015625x to 4x fits t's budgets"),
+    # cotnet_tiny costs 26.74 M; under 26.8 M no wider scaling fits, so both names are one network
+    ("budgets: {max_macs: 26.8e+6}\n", "[cotnet_tiny, cotnet_tiny@budget]",
+     "search.references: cotnet_tiny and cotnet_tiny@budget are the same network (the budget leaves no room to "
+     "widen it); name one of them"),
+])
+def test_a_reference_that_cannot_be_scaled_stops_tune_before_any_work(tmp_path, budgets, references, message):
+    space = GOOD.replace("budgets: {max_macs: 30.0e+6}\n", budgets) + f"search: {{references: {references}}}\n"
+    (tmp_path / "space.yaml").write_text(space)
     result = cli("tune", tmp_path / "space.yaml", "--out", tmp_path / "run")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == "error: search.references: cotnet_tiny@budget: t has no budget to scale the preset to"
+    assert result.stderr.strip() == f"error: {message}"
     assert not (tmp_path / "run").exists()
 
 

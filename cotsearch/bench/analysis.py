@@ -21,7 +21,7 @@ Writes analysis.md with its plots:
 - random sampling and TPE with confirmation at equal compute (as cotsearch.search.confirm
   does it): the search phase gets the budget less the confirmation's trainings, its best few
   distinct specs and the reference presets are read again with draws the run has not made
-  yet, and the choice and the verdicts against the references come from cotsearch.search.stats
+  yet, and the choice and the verdicts against the references come from cotsearch.stats
   over those readings alone; each verdict is then checked against the reference recipe;
 - each of those for the reading a search takes: `val_top1` (the recipe's validation split) or
   `test_top1` (the same runs on the test split, a stand-in for a larger validation split);
@@ -65,9 +65,9 @@ from cotsearch.data.shape import KINDS
 from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_text, save_figure
 from cotsearch.search.sampler import sampler_name
-from cotsearch.search.scaled_presets import reference_spec
+from cotsearch.search.scaled_presets import reference_specs
 from cotsearch.search.space import PROXY_NAMES, Confirm, SearchSpace
-from cotsearch.search.stats import verdict
+from cotsearch.stats import verdict
 
 REPORT, CURVES, SCATTER = "analysis.md", "search_curves.png", "correlations.png"
 
@@ -77,14 +77,16 @@ TEST_IMAGES = {"fashion-mnist": 10_000, "mnist": 10_000, "cifar10": 10_000, "cif
 
 
 def named_specs(space: SearchSpace, bench: Bench, named: list[str]) -> dict[str, str]:
-    """Label -> spec hash, of the space's reference presets and of each NAME (a preset, or
-    NAME@budget as a space's references name one) or LABEL=V1,V2,... (a value for each of the
-    space's parameters, in order)."""
-    found = {}
-    for item in [*space.search.references, *named]:
+    """Label -> spec hash, of the space's references (a preset scaled to the budget among them
+    is in the table as a scaled preset, bench.named, not among its specs) and of each NAME (a
+    preset) or LABEL=V1,V2,... (a value for each of the space's parameters, in order)."""
+    from cotsearch.arch.load import load_spec
+
+    found = {name: spec.spec_hash() for name, spec in reference_specs(space).items()}
+    for item in named:
         label, _, values = item.partition("=")
         if not values:
-            found[label] = reference_spec(space, label).spec_hash()
+            found[label] = space.data_shape().apply(load_spec(label)).spec_hash()
             continue
         values = values.split(",")
         if len(values) != len(space.params):
@@ -393,8 +395,8 @@ def _persons_section(bench: Bench, persons: dict[int, list[PersonsChoice]], runs
                 "NAME` trains one beside the space's specs).", ""]
     truth = bench.truth()
     lines = ["", "## A person's choice: presets scaled by width to the budget", "",
-             "What a user would have done without a search: take a preset and scale its width down until it fits "
-             "the budget (cotsearch.bench.scaled_presets), trained with the same recipes and seeds as the space's "
+             "What a user would have done without a search: take a preset and scale its width to the widest that fits "
+             "the budget (cotsearch.search.scaled_presets), trained with the same recipes and seeds as the space's "
              "specs. Its reference top-1 is the mean over its seeds, ± the 95% interval from one run's noise "
              f"({100 * noise:.2f} points, pooled over the table).", "",
              f"| preset | MACs | reference top-1 | rank among the {len(bench.specs)} specs |", "|---|---|---|---|"]

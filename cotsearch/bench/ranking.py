@@ -12,7 +12,7 @@ from scipy import stats as scipy_stats
 
 from cotsearch.bench.table import Bench, as_number, pair_label, reading_pairs, seed_pairs
 from cotsearch.search.space import PROXY_NAMES
-from cotsearch.search.stats import Noise
+from cotsearch.stats import Noise
 
 PERMUTATIONS, PERMUTATION_SEED, ALPHA = 2000, 0, 0.05
 

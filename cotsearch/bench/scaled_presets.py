@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cotsearch.search.stats import Interval, Verdict, verdict
+from cotsearch.stats import Interval, Verdict, verdict
 
 
 @dataclass

@@ -16,7 +16,7 @@ from cotsearch.errors import CotsearchError
 from cotsearch.search.prescreen import cutoff
 from cotsearch.search.sampler import make_sampler
 from cotsearch.search.space import Confirm, Prescreen, SearchSpace, price
-from cotsearch.search.stats import Interval, Noise, Verdict, choose, mean_interval, paired_difference, verdict
+from cotsearch.stats import Interval, Noise, Verdict, choose, mean_interval, paired_difference, verdict
 
 TOP_FRACTION = 0.05
 

@@ -96,7 +96,8 @@ def sweep_candidates(space: SearchSpace, archs: int | None, scaled_presets: list
     sampled = {c.spec.spec_hash() for c in candidates}
     scaled = [s for s in (scale_to_budget(space, name) for name in dict.fromkeys(scaled_presets or []))
               if s.spec.spec_hash() not in sampled]
-    return candidates + [s.candidate() for s in scaled], {s.spec.spec_hash(): s.label for s in scaled}, scaled
+    return (candidates + [Candidate({}, s.spec, s.cost) for s in scaled], {s.spec.spec_hash(): s.label for s in scaled},
+            scaled)
 
 
 def row_configs(candidates: list[Candidate], seeds: int, recipe_seed: int,

@@ -53,7 +53,7 @@ def as_number(text: str) -> float:
 class Bench:
     """The space's specs in both tables, their rows, and their reference test top-1 (mean over
     seeds). `named`: label -> spec hash of specs a sweep trained beside the space's sample
-    (scaled presets, cotsearch.bench.scaled_presets), in both tables; they are not among
+    (scaled presets, cotsearch.search.scaled_presets), in both tables; they are not among
     `specs`, so no simulated search can find them, but their rows are in `search` and
     `reference` for comparison."""
 

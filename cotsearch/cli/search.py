@@ -97,11 +97,10 @@ def _check_before_ray(space, run_dir: Path, resume: bool) -> None:
     """The mistakes found without torch or Ray (a missing data set, a run directory that
     cannot be used), reported in a fraction of a second instead of after Ray has started."""
     from cotsearch.search.rundir import check_run_dir
-    from cotsearch.search.scaled_presets import reference_spec
+    from cotsearch.search.scaled_presets import reference_specs
 
     space.data_shape()
-    for name in space.search.references:
-        reference_spec(space, name)  # a preset that cannot be scaled to the budget
+    reference_specs(space)  # a preset that cannot be scaled to the budget, or two names for one network
     check_run_dir(space, run_dir, resume)
 
 

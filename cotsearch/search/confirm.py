@@ -25,10 +25,10 @@ from cotsearch.arch.spec import BackboneSpec
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.files import atomic_write_text
 from cotsearch.search.records import NOISE_FILE
-from cotsearch.search.scaled_presets import reference_spec
+from cotsearch.search.scaled_presets import reference_specs
 from cotsearch.search.space import SearchSpace
-from cotsearch.search.stats import Interval, Noise, Verdict, choose, mean_interval, paired_difference, verdict
 from cotsearch.search.trial_types import TrialConfig, TrialId, TrialKind, TrialRecord, TrialResult, TrialState
+from cotsearch.stats import Interval, Noise, Verdict, choose, mean_interval, paired_difference, verdict
 
 RUNS_FILE, REFERENCES_FILE = "confirm.json", "references.json"
 
@@ -51,7 +51,7 @@ def planned_runs(space: SearchSpace, rows: list[TrialRecord]) -> list[TrialConfi
     """The confirmation's trial configs: every candidate and every reference with each of the
     reference seeds, fitted to the data and priced here, as the searched trials are."""
     seeds = space.search.reference_seeds(space.train.seed)
-    references = {name: reference_spec(space, name) for name in space.search.references}
+    references = reference_specs(space)
     reference_hashes = {spec.spec_hash() for spec in references.values()}
     # a candidate that is a reference preset's network is not trained twice: with the same seeds
     # and recipe its runs are the reference's (summarize reads them for it)

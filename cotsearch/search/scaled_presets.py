@@ -16,7 +16,6 @@ from cotsearch.arch.load import load_spec
 from cotsearch.arch.spec import BackboneSpec
 from cotsearch.cost.analytic import CostReport, estimate_cost
 from cotsearch.errors import CotsearchError, SpecError
-from cotsearch.search.prescreen import Candidate
 from cotsearch.search.space import SCALED_TO_BUDGET, WIDTH_MULT, SearchSpace, apply_params
 
 FACTORS = np.arange(1, 257) / 64  # the widths tried: 1/64 to 4x, in steps of 1/64
@@ -41,9 +40,6 @@ class ScaledPreset:
         """How the row is named in a sweep's table, e.g. `cotnet_tiny x0.55 width`."""
         return f"{self.preset} x{self.factor:.2f} width"
 
-    def candidate(self) -> Candidate:
-        return Candidate({}, self.spec, self.cost)
-
 
 def scale_to_budget(space: SearchSpace, preset: str, where: str | None = None) -> ScaledPreset:
     """The widest scaling of `preset` on the space's data that is within every budget of the
@@ -51,8 +47,9 @@ def scale_to_budget(space: SearchSpace, preset: str, where: str | None = None) -
     errors start with `where`, what the user wrote (by default `--scaled-preset PRESET`)."""
     where = where or f"--scaled-preset {preset}"
     if space.budgets.max_latency_ms is not None:
-        raise CotsearchError(f"{where}: {space.name} has a latency budget, which a preset cannot "
-                             "be scaled to without measuring; give the space a max_macs or max_params budget")
+        raise CotsearchError(f"{where}: {space.name} has a latency budget, which a preset cannot be scaled to "
+                             "without measuring; budget the space by max_macs or max_params only, or name the preset "
+                             "unscaled")
     if not space.budgets.names():
         raise CotsearchError(f"{where}: {space.name} has no budget to scale the preset to")
     try:
@@ -86,10 +83,23 @@ def reference_spec(space: SearchSpace, name: str) -> BackboneSpec:
     return scale_to_budget(space, preset, f"search.references: {name}").spec
 
 
+def reference_specs(space: SearchSpace) -> dict[str, BackboneSpec]:
+    """Every reference of the space by name, resolved (reference_spec); two names for one
+    network (a preset and its scaling to a budget that leaves no room to widen it) are a
+    one-line error, not the same runs trained twice."""
+    specs = {name: reference_spec(space, name) for name in space.search.references}
+    seen: dict[str, str] = {}
+    for name, spec in specs.items():
+        other = seen.setdefault(spec.spec_hash(), name)
+        if other != name:
+            raise CotsearchError(f"search.references: {other} and {name} are the same network (the budget leaves no "
+                                 "room to widen it); name one of them")
+    return specs
+
+
 def described(space: SearchSpace, name: str) -> str:
     """A reference's name as a line of progress shows it, with the width and cost a scaled one has."""
     if not name.endswith(SCALED_TO_BUDGET):
         return name
     scaled = scale_to_budget(space, name.removesuffix(SCALED_TO_BUDGET), f"search.references: {name}")
     return f"{name} (x{scaled.factor:.2f} width, {scaled.cost.macs / 1e6:.2f} M MACs)"
-

@@ -202,11 +202,17 @@ class SearchSettings(StrictModel):
     @field_validator("references")
     @classmethod
     def _known_presets(cls, names: list[str]) -> list[str]:
-        for name in (name.removesuffix(SCALED_TO_BUDGET) for name in names):
-            if name not in list_presets():
-                guess = difflib.get_close_matches(name, list_presets(), n=1)
-                hint = f"; did you mean {guess[0]!r}?" if guess else f"; presets: {', '.join(list_presets())}"
-                raise ValueError(f"{name!r} is not a preset{hint} (NAME@budget: the preset scaled to the budget)")
+        for name in names:
+            preset = name.removesuffix(SCALED_TO_BUDGET)
+            if preset not in list_presets():
+                scaled = SCALED_TO_BUDGET if preset != name else ""
+                guess = difflib.get_close_matches(preset.split("@")[0], list_presets(), n=1)
+                hint = f"; did you mean {guess[0] + scaled!r}?" if guess else f"; presets: {', '.join(list_presets())}"
+                raise ValueError(f"{name!r} is not a preset{hint} (NAME{SCALED_TO_BUDGET}: the preset scaled by width "
+                                 "to the budget)")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)}: named twice")
         return names
 
 

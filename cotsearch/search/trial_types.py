@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cotsearch.arch.spec import BackboneSpec
 from cotsearch.cost.analytic import CostReport
-from cotsearch.search.stats import binomial_se
+from cotsearch.stats import binomial_se
 
 
 class TrialState(StrEnum):
