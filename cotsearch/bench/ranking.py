@@ -46,18 +46,19 @@ def spearman_brown(tau: float, factor: float) -> tuple[float, float]:
     if not (tau > 0 and factor > 0):
         return math.nan, math.nan
     r = math.sin(math.pi / 2 * tau)
-    return _rank_correlations(factor * r / (1 + (factor - 1) * r))
+    return normal_rank_correlations(factor * r / (1 + (factor - 1) * r))
 
 
 def predictor_ceiling(tau: float) -> tuple[float, float]:
     """(Kendall tau, Spearman rho) of the specs' own values, a predictor without noise, against
     a reading that agrees with another like it at Kendall `tau` (NaN unless tau is positive):
     under the same normal model, Pearson's sqrt(r). No predictor does better, on average."""
-    return _rank_correlations(math.sqrt(math.sin(math.pi / 2 * tau))) if tau > 0 else (math.nan, math.nan)
+    return normal_rank_correlations(math.sqrt(math.sin(math.pi / 2 * tau))) if tau > 0 else (math.nan, math.nan)
 
 
-def _rank_correlations(r: float) -> tuple[float, float]:
-    """Kendall's tau and Spearman's rho of a bivariate normal with Pearson's r."""
+def normal_rank_correlations(r: float) -> tuple[float, float]:
+    """Kendall's tau and Spearman's rho of a bivariate normal with Pearson's r (Greiner's relation
+    and its Spearman twin)."""
     return 2 / math.pi * math.asin(r), 6 / math.pi * math.asin(r / 2)
 
 

@@ -117,7 +117,8 @@ def reading_pairs(table: dict[str, list[dict]], specs: list[str], column: str) -
     mean of seeds 0..k-1 against that of seeds k..2k-1, over the specs that hold all of them.
     Where fewer than 3 specs do, k is the largest that 3 specs hold twice over; at 1, seed 0
     against seed 1 (seed_pairs)."""
-    most = seeds_most_have(table, specs)
+    counts = [len(table[h]) for h in specs]
+    most = max(set(counts), key=lambda n: (counts.count(n), -n))  # the most common count; a tie to the fewer
     held = [{int(r["seed"]): as_number(r[column]) for r in table[h]} for h in specs]
     for k in range(most, 1, -1):
         whole = [seeds for seeds in held if all(s in seeds for s in range(2 * k))]
@@ -131,12 +132,6 @@ def reading_pairs(table: dict[str, list[dict]], specs: list[str], column: str) -
 def pair_label(k: int) -> str:
     """What reading_pairs compared, in words."""
     return "seed 0 against seed 1" if k == 1 else f"the mean of seeds 0-{k - 1} against that of seeds {k}-{2 * k - 1}"
-
-
-def seeds_most_have(table: dict[str, list[dict]], specs: list[str]) -> int:
-    """The most common number of runs a spec has in `table` (a tie goes to the fewer)."""
-    counts = [len(table[h]) for h in specs]
-    return max(set(counts), key=lambda n: (counts.count(n), -n))
 
 
 def choice_effects(bench: Bench, params: list[str]) -> list[tuple[str, str, int, float, float, float]]:

@@ -77,10 +77,14 @@ def scale_to_budget(space: SearchSpace, preset: str, where: str | None = None) -
 def reference_spec(space: SearchSpace, name: str) -> BackboneSpec:
     """The network a space's reference names, fitted to its data: a preset, or with
     `@budget` the preset scaled to the space's budget (a one-line error when it cannot be)."""
+    scaled = _scaled_reference(space, name)
+    return scaled.spec if scaled else space.data_shape().apply(load_spec(name))
+
+
+def _scaled_reference(space: SearchSpace, name: str) -> ScaledPreset | None:
+    """The scaling a reference `NAME@budget` names; None for a plain preset."""
     preset = name.removesuffix(SCALED_TO_BUDGET)
-    if preset == name:
-        return space.data_shape().apply(load_spec(name))
-    return scale_to_budget(space, preset, f"search.references: {name}").spec
+    return None if preset == name else scale_to_budget(space, preset, f"search.references: {name}")
 
 
 def reference_specs(space: SearchSpace) -> dict[str, BackboneSpec]:
@@ -99,7 +103,5 @@ def reference_specs(space: SearchSpace) -> dict[str, BackboneSpec]:
 
 def described(space: SearchSpace, name: str) -> str:
     """A reference's name as a line of progress shows it, with the width and cost a scaled one has."""
-    if not name.endswith(SCALED_TO_BUDGET):
-        return name
-    scaled = scale_to_budget(space, name.removesuffix(SCALED_TO_BUDGET), f"search.references: {name}")
-    return f"{name} (x{scaled.factor:.2f} width, {scaled.cost.macs / 1e6:.2f} M MACs)"
+    scaled = _scaled_reference(space, name)
+    return f"{name} (x{scaled.factor:.2f} width, {scaled.cost.macs / 1e6:.2f} M MACs)" if scaled else name

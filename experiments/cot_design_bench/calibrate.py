@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cotsearch.bench.ranking import kendall_tau, predictor_ceiling, spearman_brown
+from cotsearch.bench.ranking import kendall_tau, normal_rank_correlations, predictor_ceiling, spearman_brown
 from cotsearch.bench.table import pair_label, read_space, read_table
 
 
@@ -103,7 +103,7 @@ def predicted_tau(own_sd: float, seed_sd: float, seeds: int, other_seeds: int | 
     (own^2 + noise^2 / k2)), Kendall tau 2/pi asin r."""
     k1, k2 = seeds, other_seeds or seeds
     r = own_sd ** 2 / math.sqrt((own_sd ** 2 + seed_sd ** 2 / k1) * (own_sd ** 2 + seed_sd ** 2 / k2))
-    return 2 / math.pi * math.asin(r)
+    return normal_rank_correlations(r)[0]
 
 
 def seeds_needed(own_sd: float, seed_sd: float, target: float = TARGET, most: int = 64) -> int | None:
