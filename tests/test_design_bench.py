@@ -12,13 +12,13 @@ from cotsearch.arch.load import load_spec
 from cotsearch.bench import analysis, pareto, ranking, simulate
 from cotsearch.bench.scaled_presets import against_preset
 from cotsearch.bench.sweep import EDF, TABLE, make_row, plot_edf, row_configs, sample_specs, write_table
-from cotsearch.bench.table import Bench, pair_label, reading_pairs, seed_pairs
+from cotsearch.bench.table import Bench, pair_label, reading_pairs, seed_noise, seed_pairs
 from cotsearch.cost.analytic import estimate_cost
 from cotsearch.errors import CotsearchError
 from cotsearch.files import save_figure
 from cotsearch.search.prescreen import Candidate
 from cotsearch.search.scaled_presets import FACTORS, reference_spec, scale_to_budget, scale_width
-from cotsearch.search.space import load_space
+from cotsearch.search.space import Prescreen, load_space
 from cotsearch.search.trial_types import TrialResult
 from cotsearch.stats import verdict
 
@@ -32,10 +32,14 @@ def design_truth(macs: float) -> float:
     return 0.80 + 0.02 * math.log(macs / 1e6)
 
 
-def write_design_tables(tmp_path, specs: int = 24, presets: dict[str, float] | None = None):
+def write_design_tables(tmp_path, specs: int = 24, presets: dict[str, float] | None = None, prescreen: bool = False):
     """Search and reference tables of `specs` feasible specs of cot_design (2 seeds, no noise,
-    top-1 from design_truth), and each preset scaled to the budget with a given top-1."""
+    top-1 from design_truth, a NASWOT score that ranks like it), and each preset scaled to the
+    budget with a given top-1. The space's own pre-screen is left out unless `prescreen`: the
+    other tests read the analysis of its sampler and confirmation alone."""
     space = load_space(str(DESIGN))
+    if not prescreen:
+        space = space.model_copy(update={"search": space.search.model_copy(update={"prescreen": None})})
     candidates = sample_specs(space, specs, seed=0)
     scaled = [scale_to_budget(space, name) for name in presets or {}]
     named = {s.spec.spec_hash(): s.label for s in scaled}
@@ -51,7 +55,7 @@ def write_design_tables(tmp_path, specs: int = 24, presets: dict[str, float] | N
         for config in configs:
             top1 = truth_of[config.spec_hash]
             curve = dict.fromkeys(range(1, space.train.epochs + 1), top1)
-            rows.append(make_row(config, TrialResult(test_top1=top1), curve, {}))
+            rows.append(make_row(config, TrialResult(test_top1=top1), curve, {config.spec_hash: {"naswot": top1}}))
         write_table(folder, rows)
     return space, Bench.load(tmp_path / "search", tmp_path / "reference"), scaled
 
@@ -234,6 +238,16 @@ def test_the_analysis_names_the_ceiling_it_measured():
                      *ranking.predictor_ceiling(0)]).all()
 
 
+def test_the_reference_noise_pools_every_seed_of_every_spec():
+    # a: 3 seeds around 0.82 (squares 0.0004 + 0 + 0.0004), b: 2 around 0.70 (0.0001 + 0.0001),
+    # c: one seed (no spread to pool); 2 + 1 degrees of freedom.
+    top1 = {"a": [0.80, 0.82, 0.84], "b": [0.69, 0.71], "c": [0.75]}
+    reference = {h: [{"seed": s, "test_top1": v} for s, v in enumerate(values)] for h, values in top1.items()}
+    noise, spread = seed_noise(Bench(sorted(top1), {}, reference, 1))
+    assert (noise.dof, noise.specs) == (3, 2) and noise.sd == pytest.approx(math.sqrt(0.001 / 3))
+    assert spread == pytest.approx(np.std([0.82, 0.70, 0.75], ddof=1))
+
+
 def test_the_difference_of_two_strategies_adds_both_errors():
     a = simulate.Outcome("a", np.array([[0.90], [0.92]]), (2, 0))
     b = simulate.Outcome("b", np.array([[0.78], [0.80], [0.82]]), (2, 0))
@@ -245,7 +259,18 @@ def test_the_difference_of_two_strategies_adds_both_errors():
 
 
 def test_the_default_strategy_is_what_tune_runs_on_the_space():
-    space = load_space(str(DESIGN))  # TPE (one objective, no sampler set), with confirmation
+    # cot_design: TPE (one objective, no sampler set), pre-screened by NASWOT, with confirmation.
+    screening = load_space(str(DESIGN))
+    assert screening.search.prescreen == Prescreen(proxy="naswot")
+    # Its own strategy is simulated alone and with confirmation, by that name, whatever --prescreen asks.
+    jobs = analysis.simulations(screening, [16], ["val_top1"], {16: True}, prescreen=[])
+    labels = [job.label for job in jobs if job.kind != "front"]
+    assert labels == ["random", "tpe", "nsga2", "tpe, pre-screened by naswot", "random + confirmation",
+                      "tpe + confirmation", "tpe, pre-screened by naswot + confirmation"]
+    assert analysis.default_strategy(screening, labels) == "tpe, pre-screened by naswot + confirmation"
+    confirmed = next(job for job in jobs if job.label == "tpe, pre-screened by naswot + confirmation")
+    assert confirmed.searched_alone.label == "tpe, pre-screened by naswot"
+    space = screening.model_copy(update={"search": screening.search.model_copy(update={"prescreen": None})})
     simulated = ["random", "tpe", "nsga2", "random + confirmation", "tpe + confirmation"]
     assert analysis.default_strategy(space, simulated) == "tpe + confirmation"
     assert analysis.default_strategy(space, simulated[:3]) == "tpe"  # the budget cannot hold it: not simulated
@@ -255,17 +280,22 @@ def test_the_default_strategy_is_what_tune_runs_on_the_space():
 
 
 def test_the_answer_ties_random_sampling_when_both_train_the_whole_table(tmp_path):
-    # Noise-free readings: with the budget of the whole table every search trains every spec and
-    # chooses the best, so the default search ties random sampling exactly; the presets are set
-    # below and above every spec, so it beats the one and loses to the other.
-    _, bench, scaled = write_design_tables(tmp_path, specs=12, presets={"cotnet_tiny": 0.0, "resnet_tiny": 1.0})
+    # Noise-free readings: with the budget of the whole table random sampling trains every spec
+    # and the default search (the shipped one: pre-screened by a NASWOT that ranks like the truth)
+    # the best it admits; both choose the best, so they tie exactly. The presets are set below
+    # and above every spec, so it beats the one and loses to the other.
+    _, bench, scaled = write_design_tables(tmp_path, specs=12, presets={"cotnet_tiny": 0.0, "resnet_tiny": 1.0},
+                                           prescreen=True)
     found = analysis.run_analysis(tmp_path / "search", tmp_path / "reference", tmp_path / "out", runs=3,
                                   budgets=[len(bench.specs) + 4], prescreen=[])
     text = found.report.read_text()
     answer = text.split("## The answer", 1)[1].split("\n## ", 1)[0]
     row = next(line for line in answer.splitlines() if line.startswith(f"| {len(bench.specs) + 4} |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == "tpe + confirmation" and cells[4:6] == ["+0.00 ± 0.00", "ties"]
+    assert cells[1] == "tpe, pre-screened by naswot + confirmation" and cells[4:6] == ["+0.00 ± 0.00", "ties"]
+    # The screen admits the best 3 of the 12 (keep 0.25): the search phase trains those, not its budget of 12.
+    screened = {o.name: o for o in found.by_budget[len(bench.specs) + 4]["val_top1"]}[cells[1]]
+    assert {r.searched for r in screened.confirmed} == {3} and screened.trainings == (3, 4)
     header = next(line for line in answer.splitlines() if line.startswith("| trainings |"))
     presets = [c.strip()[len("default - "):-len(" (points)")] for c in header.strip("|").split("|")[7::2]]
     low, high = (s.label for s in scaled)
@@ -318,7 +348,9 @@ def test_the_simulations_give_the_same_report_in_any_number_of_processes(tmp_pat
     assert after_the_command((tmp_path / "two" / "analysis.md").read_text()) == after_the_command(alone.report.read_text())
     lines = result.stderr.splitlines()
     # At each budget: random, TPE, NSGA-II, TPE pre-screened by MACs; the two-objective three; at 8
-    # trainings also the space's confirmation (2 candidates x 2 seeds) after random and TPE.
-    assert lines[0] == "analyze: 16 simulations of 3 seeded searches each, in 2 processes"
-    assert len(lines) == 17 and lines[-1].split("] ", 1)[1].startswith("16/16 ")
-    assert sum(", 8 trainings, reading val_top1" in line and "+ confirmation" in line for line in lines) == 2
+    # trainings also the space's confirmation (2 candidates x 2 seeds) after random, TPE and the
+    # pre-screened TPE (--prescreen names it).
+    assert lines[0] == "analyze: 17 simulations of 3 seeded searches each, in 2 processes"
+    assert len(lines) == 18 and lines[-1].split("] ", 1)[1].startswith("17/17 ")
+    assert sum(", 8 trainings, reading val_top1" in line and "+ confirmation" in line for line in lines) == 3
+    assert any("tpe, pre-screened by macs + confirmation, 8 trainings" in line for line in lines)

@@ -26,7 +26,7 @@ from cotsearch.search import proxies
 from cotsearch.search.prescreen import cutoff, random_candidates
 from cotsearch.search.sampler import make_sampler
 from cotsearch.search.searcher import StudySearcher
-from cotsearch.search.space import PROXY_NAMES, Prescreen, load_space
+from cotsearch.search.space import PROXY_NAMES, Confirm, Prescreen, load_space
 from cotsearch.search.trial_types import TrialConfig, TrialId, TrialKind, failed
 
 from helpers import REPO, SPACES, cli
@@ -331,8 +331,8 @@ def test_the_analysis_of_a_table_whose_answers_are_known(tmp_path, fake_fmnist):
     assert found["search recipe, val top-1 after epoch 1 (seed 0 alone)"] == pytest.approx((1, 1, 9))
     assert found["noise ceiling: reference test top-1, seed 0 against seed 1"] == pytest.approx((1, 1, 9))
     assert abs(found["synflow"][0]) < 1
-    noise, spread, pairs = table.seed_noise(bench)
-    assert noise == 0 and spread == pytest.approx(np.std(list(truth.values()), ddof=1)) and pairs == 9
+    noise, spread = table.seed_noise(bench)
+    assert noise.sd == 0 and spread == pytest.approx(np.std(list(truth.values()), ddof=1)) and noise.specs == 9
     # Each value's main effect: the mean top-1 of the specs with it, over the other parameter's values.
     effects = {(p, v): (n, mean) for p, v, n, mean, _, _ in table.choice_effects(bench, list(space.params))}
     for (param, value), (n, mean) in effects.items():
@@ -340,6 +340,7 @@ def test_the_analysis_of_a_table_whose_answers_are_known(tmp_path, fake_fmnist):
         assert n == len(specs) == 3 and mean == pytest.approx(np.mean([truth[h] for h in specs]))
 
     best = max(truth.values())
+    truth_of_table = bench.truth()
     # Without noise and with a budget of the whole table, every strategy ends with the best spec.
     for strategy in ("random", "tpe", "nsga2"):
         chosen = bench.truth()[simulate.simulate(bench, space, strategy, budget=9, runs=3)]
@@ -348,6 +349,14 @@ def test_the_analysis_of_a_table_whose_answers_are_known(tmp_path, fake_fmnist):
     screen = Prescreen(proxy="naswot", pool=200, keep=0.25)
     assert (bench.truth()[simulate.simulate(bench, space, "tpe", 3, 5, screen)][:, -1] == best).all()
     assert (bench.truth()[simulate.simulate(bench, space, "random", 3, 5)][:, -1] < best).any()
+    assert (truth_of_table[simulate.simulate(bench, space, "random", 3, 5, screen)][:, -1] == best).all()  # screened too
+    # The same pre-screen before a confirmation (2 candidates, 2 seeds each) of a budget of 7:
+    # the search phase trains the 3 it admits, and the best is confirmed; random sampling's 3 may miss it.
+    confirm = Confirm(top=2, seeds=2)
+    runs = simulate.simulate_confirmed(bench, space, "tpe", 7, 5, confirm, {}, screen=screen)
+    assert {r.searched for r in runs} == {3} and all(truth_of_table[r.chosen] == best for r in runs)
+    assert any(truth_of_table[r.chosen] < best for r in simulate.simulate_confirmed(bench, space, "random", 7, 5,
+                                                                                     confirm, {}))
 
     top = {c.sampled["stages.2.blocks"] + "," + c.sampled["stages.3.blocks"]: c.spec.spec_hash()
            for c in enumerate_specs(space)}

@@ -18,8 +18,9 @@ Writes analysis.md with its plots:
   result and a spec outside the table (or screened out) is told top-1 0, neither counting
   towards the budget. Every trial trains fully (no ASHA): this measures the samplers. The
   chosen network (best reading; ties: fewer MACs) is judged by its reference top-1;
-- random sampling and TPE with confirmation at equal compute (as cotsearch.search.confirm
-  does it): the search phase gets the budget less the confirmation's trainings, its best few
+- random sampling, TPE, the space's own sampler and its own pre-screened search (and TPE
+  pre-screened by each `--prescreen` proxy) with confirmation at equal compute (as
+  cotsearch.search.confirm does it): the search phase gets the budget less the confirmation's trainings, its best few
   distinct specs and the reference presets are read again with draws the run has not made
   yet, and the choice and the verdicts against the references come from cotsearch.stats
   over those readings alone; each verdict is then checked against the reference recipe;
@@ -66,7 +67,7 @@ from cotsearch.errors import CotsearchError
 from cotsearch.files import atomic_write_text, save_figure
 from cotsearch.search.sampler import sampler_name
 from cotsearch.search.scaled_presets import reference_specs
-from cotsearch.search.space import PROXY_NAMES, Confirm, SearchSpace
+from cotsearch.search.space import PROXY_NAMES, Confirm, Prescreen, SearchSpace
 from cotsearch.stats import verdict
 
 REPORT, CURVES, SCATTER = "analysis.md", "search_curves.png", "correlations.png"
@@ -184,18 +185,24 @@ def run_analysis(search_dir: Path, reference_dir: Path, out: Path, runs: int = 2
 def simulations(space: SearchSpace, budgets: list[int], readings: list[str], fits: dict[int, bool],
                 prescreen: list[str] | None) -> list[Simulation]:
     """Every simulation the analysis runs: at each budget, for each reading, random sampling,
-    TPE and NSGA-II; where the budget holds the confirmation, random sampling, TPE and the
-    space's own sampler with it; TPE pre-screened by each proxy; and, for the first reading,
-    the two-objective searches of random sampling, TPE and NSGA-II."""
+    TPE and NSGA-II; TPE pre-screened by each proxy of `prescreen` (default: every proxy); where
+    the budget holds the confirmation, random sampling, TPE and the space's own sampler with it,
+    and TPE pre-screened by each proxy of `prescreen` with it (none by default: that would double
+    the pre-screened simulations); the space's own strategy where it pre-screens
+    (search.prescreen), alone and with confirmation; and, for the first reading, the
+    two-objective searches of random sampling, TPE and NSGA-II."""
+    own = sampler_name(space)
+    own_screen = [(own, space.search.prescreen.proxy)] if space.search.prescreen else []
+    screened = [("tpe", proxy) for proxy in (prescreen if prescreen is not None else PROXY_NAMES)]
+    alone = dict.fromkeys([("random", None), ("tpe", None), ("nsga2", None), *screened, *own_screen])
+    confirmed = dict.fromkeys([("random", None), ("tpe", None), (own, None), *own_screen,
+                               *(("tpe", proxy) for proxy in prescreen or [])])
     found = []
     for budget in budgets:
         for reading in readings:
-            found += [Simulation("search", name, budget, reading) for name in ("random", "tpe", "nsga2")]
+            found += [Simulation("search", name, budget, reading, proxy) for name, proxy in alone]
             if fits[budget]:
-                found += [Simulation("confirmed", name, budget, reading)
-                          for name in dict.fromkeys(("random", "tpe", sampler_name(space)))]
-            found += [Simulation("search", "tpe", budget, reading, proxy)
-                      for proxy in (prescreen if prescreen is not None else PROXY_NAMES)]
+                found += [Simulation("confirmed", name, budget, reading, proxy) for name, proxy in confirmed]
         found += [Simulation("front", name, budget, readings[0]) for name in ("random", "tpe", "nsga2")]
     return found
 
@@ -210,8 +217,10 @@ def strategy_outcomes(bench: Bench, jobs: list[Simulation], results: dict[Simula
             continue
         result = results[job]
         if job.kind == "confirmed":
+            # A pre-screened search phase may end early: the table holds fewer admitted specs than its budget.
+            searched = round(float(np.mean([r.searched for r in result])))
             found.append(Outcome(job.label, truth[[[r.chosen] for r in result]],
-                                 (search_budget(budget, confirm), confirm.top * confirm.seeds), result, job.strategy))
+                                 (searched, confirm.top * confirm.seeds), result, job.searched_alone.label))
         else:
             found.append(Outcome(job.label, truth[result], (budget, 0)))
     return found
@@ -219,7 +228,7 @@ def strategy_outcomes(bench: Bench, jobs: list[Simulation], results: dict[Simula
 
 def persons_choices(bench: Bench, outcomes: list[Outcome]) -> list[PersonsChoice]:
     """Each strategy's chosen specs against each scaled preset of the table (bench.named)."""
-    noise = seed_noise(bench)[0]
+    noise = seed_noise(bench)[0].sd
     found = []
     for label, h in bench.named.items():
         se = preset_se(bench, h, noise)
@@ -228,8 +237,8 @@ def persons_choices(bench: Bench, outcomes: list[Outcome]) -> list[PersonsChoice
 
 
 def preset_se(bench: Bench, spec_hash: str, noise: float) -> float:
-    """Standard error of a spec's reference mean: one run's noise (pooled over the table's
-    specs with two seeds) over the root of its seeds."""
+    """Standard error of a spec's reference mean: one run's noise (pooled over every seed of the
+    table's specs) over the root of its seeds."""
     return noise / math.sqrt(len(bench.reference[spec_hash])) if math.isfinite(noise) else float("nan")
 
 
@@ -300,10 +309,12 @@ def _markdown(bench: Bench, space: SearchSpace, reference_space: SearchSpace,
              "", "## Rank correlation with the reference recipe's test top-1 (mean over its seeds)", "",
              "| predictor | Kendall tau | Spearman | specs |", "|---|---|---|---|"]
     lines += [f"| {label} | {tau:+.3f} | {rho:+.3f} | {count} |" for label, tau, rho, count in correlations(bench)]
-    noise, spread, pairs = seed_noise(bench)
+    pooled, spread = seed_noise(bench)
+    noise = pooled.sd
     lines += ["", f"Each predictor against the reference: ![predictors]({SCATTER})", "",
               f"How much of the reference's ranking is signal: one run's test top-1 varies by {100 * noise:.2f} points "
-              f"(standard deviation, from the {pairs} specs run with two seeds); the specs' means spread by "
+              f"(standard deviation, pooled over every seed of the {pooled.specs} specs run with two seeds or more, "
+              f"{pooled.dof} degrees of freedom); the specs' means spread by "
               f"{100 * spread:.2f} points. "
               "No predictor ranks the specs against this truth better, on average, than the 'noise ceiling of any "
               "predictor' row above (a normal model's estimate from the measured ceiling), and where these two are "
@@ -335,16 +346,21 @@ def _markdown(bench: Bench, space: SearchSpace, reference_space: SearchSpace,
     return "\n".join(lines) + "\n"
 
 
+def _screen_text(screen: Prescreen) -> str:
+    return f"the best {screen.keep:.0%} by {screen.proxy} of {screen.pool} random draws"
+
+
 def _rank(value: float, among: np.ndarray) -> int:
     """1 + how many of the space's specs score higher."""
     return 1 + int((among > value).sum())
 
 
 def default_strategy(space: SearchSpace, simulated: list[str]) -> str:
-    """The simulated strategy that is what `tune` runs on the space: its sampler, with
-    confirmation where the space confirms and it was simulated at this budget (it is only
-    where the budget holds it)."""
-    name = sampler_name(space)
+    """The simulated strategy that is what `tune` runs on the space: its sampler, pre-screened
+    where the space pre-screens, with confirmation where the space confirms and it was
+    simulated at this budget (it is only where the budget holds it)."""
+    screen = space.search.prescreen
+    name = f"{sampler_name(space)}, pre-screened by {screen.proxy}" if screen else sampler_name(space)
     with_confirmation = f"{name} + confirmation"
     return with_confirmation if space.search.confirm and with_confirmation in simulated else name
 
@@ -359,6 +375,8 @@ def _answer_section(bench: Bench, space: SearchSpace, by_budget: dict[int, dict[
     reading = next(iter(next(iter(by_budget.values()))))
     lines = ["## The answer: the default search against random sampling and a person's choice", "",
              f"The default search is what `cotsearch tune` runs on this space: {sampler_name(space)}"
+             + (f" over the specs its pre-screen admits ({_screen_text(space.search.prescreen)})"
+                if space.search.prescreen else "")
              + (f", then confirmation (the best {confirm.top} read {confirm.seeds} more times each, counted in the "
                 "trainings; at a budget that cannot hold it, the sampler alone, as the column says)"
                 if space.search.confirm else "") + ". Each is judged by the chosen spec's reference "
@@ -463,7 +481,11 @@ def _search_section(bench: Bench, outcomes: dict[str, list[Outcome]], labels: di
              f"The chosen spec's reference test top-1 after {budget} trainings: mean, its 95% confidence interval, "
              f"the range of the middle 95% of runs; regret to the best of the {n}; how often it is in the top "
              f"{TOP_FRACTION:.0%} (the best {math.ceil(TOP_FRACTION * n)} of the {n}). Pre-screening: a pool of {pool} "
-             f"random draws, the best {keep:.0%} of its distinct specs admitted.", ""]
+             f"random draws, the best {keep:.0%} of its distinct specs admitted (the space's own pre-screen, "
+             "search.prescreen, with its own pool and keep). The table holds a sample of the space, so a screen admits "
+             f"about {keep:.0%} of its {n} specs, and a pre-screened search ends when it has trained all it admits: "
+             "at a larger budget it trains fewer than the budget (with confirmation, its row gives the mean it "
+             "trained).", ""]
     lines += _confirmation_text(bench, references, confirm, budget) if fits else [
         f"No search with confirmation was simulated: the space's confirmation ({confirm.top} candidates, "
         f"{confirm.seeds} seeds each) does not fit a budget of {budget} trainings; give `--confirm-top` and "

@@ -32,16 +32,22 @@ class Simulation:
     strategy: str  # random, tpe or nsga2
     budget: int
     reading: str
-    proxy: str | None = None  # the pre-screening proxy of a "search", if any
+    proxy: str | None = None  # the pre-screening proxy of a "search" or "confirmed", if any
 
     @property
     def label(self) -> str:
-        """The strategy, as analysis.md names it: 'tpe + confirmation', 'tpe, pre-screened by naswot'."""
-        if self.kind == "confirmed":
-            return f"{self.strategy} + confirmation"
+        """The strategy, as analysis.md names it: 'tpe + confirmation', 'tpe, pre-screened by naswot',
+        'tpe, pre-screened by naswot + confirmation'."""
         if self.kind == "front":
             return f"{self.strategy}, two objectives"
+        if self.kind == "confirmed":
+            return f"{self.searched_alone.label} + confirmation"
         return f"{self.strategy}, pre-screened by {self.proxy}" if self.proxy else self.strategy
+
+    @property
+    def searched_alone(self) -> Simulation:
+        """The search without confirmation whose runs share this one's draws."""
+        return Simulation("search", self.strategy, self.budget, self.reading, self.proxy)
 
     def __str__(self) -> str:
         return f"{self.label}, {self.budget} trainings, reading {self.reading}"
@@ -56,20 +62,22 @@ class JobInputs:
     runs: int
     confirm: Confirm  # what a "confirmed" job simulates
     references: dict[str, int]  # the space's reference presets: label -> table index
-    pool: int  # pre-screening's draws
-    keep: float  # pre-screening's admitted fraction
+    pool: int  # pre-screening's draws (but for the space's own proxy: its search.prescreen's)
+    keep: float  # pre-screening's admitted fraction (likewise)
 
 
 def run(inputs: JobInputs, job: Simulation) -> np.ndarray | list[ConfirmedRun] | FrontOutcome:
     """One job's result: the chosen specs per run ("search"), the confirmed runs
     ("confirmed"), or the fronts found ("front")."""
     i = inputs
+    own = i.space.search.prescreen  # the space's own proxy screens with the space's own pool and keep
+    screen = own if own and job.proxy == own.proxy else \
+        Prescreen(proxy=job.proxy, pool=i.pool, keep=i.keep) if job.proxy else None
     if job.kind == "search":
-        screen = Prescreen(proxy=job.proxy, pool=i.pool, keep=i.keep) if job.proxy else None
         return simulate(i.bench, i.space, job.strategy, job.budget, i.runs, screen, job.reading)
     if job.kind == "confirmed":
         return simulate_confirmed(i.bench, i.space, job.strategy, job.budget, i.runs, i.confirm, i.references,
-                                  job.reading)
+                                  job.reading, screen)
     if job.kind == "front":
         return simulate_fronts(i.bench, i.space, job.strategy, job.budget, i.runs, job.reading)
     raise ValueError(f"unknown kind of simulation: {job.kind!r}")

@@ -192,13 +192,15 @@ def search_order(lookup: Lookup, strategy: str, budget: int, run: int,
                  screen: Prescreen | None = None) -> list[tuple[int, float]]:
     """One simulated search's trained trials, in order: (spec, reading). strategy: random, tpe
     or nsga2 (seeded with `run`); with `screen`, the sampler trains only what it admits."""
+    admitted = screened(lookup, screen) if screen else None
     if strategy == "random":
-        picked = lookup.rng.permutation(len(lookup.bench.specs))[:budget]
-        return [(int(i), lookup.measure(int(i))) for i in picked]
+        picked = [int(i) for i in lookup.rng.permutation(len(lookup.bench.specs))
+                  if admitted is None or i in admitted][:budget]
+        return [(i, lookup.measure(i)) for i in picked]
     space = lookup.space
     settings = space.search.model_copy(update={"sampler": strategy, "seed": run, "trials": budget})
     sampler = make_sampler(space.model_copy(update={"search": settings}))
-    return optuna_order(lookup, sampler, budget, screened(lookup, screen) if screen else None)
+    return optuna_order(lookup, sampler, budget, admitted)
 
 
 def simulate(bench: Bench, space: SearchSpace | None, strategy: str, budget: int, runs: int,
@@ -262,16 +264,19 @@ def confirm_run(lookup: Lookup, order: list[tuple[int, float]], confirm: Confirm
 
 
 def simulate_confirmed(bench: Bench, space: SearchSpace | None, strategy: str, budget: int, runs: int,
-                       confirm: Confirm, references: dict[str, int], reading: str = "val_top1") -> list[ConfirmedRun]:
+                       confirm: Confirm, references: dict[str, int], reading: str = "val_top1",
+                       screen: Prescreen | None = None) -> list[ConfirmedRun]:
     """Searches with confirmation at equal compute: the search phase trains `budget` less the
-    confirmation's trainings (the references' are not counted: a search trains them anyway).
-    Run r's search phase is the first trials of `simulate`'s run r (the same draws)."""
+    confirmation's trainings (the references' are not counted: a search trains them anyway);
+    with `screen`, it trains only what the pre-screen admits. Run r's search phase is the first
+    trials of `simulate`'s run r (the same draws)."""
     phase = search_budget(budget, confirm)
     noise = table_noise(bench, reading)
     found = []
     for run in range(runs):
         lookup = Lookup(bench, space, np.random.default_rng(run), reading)
-        found.append(confirm_run(lookup, search_order(lookup, strategy, phase, run), confirm, references, noise))
+        found.append(confirm_run(lookup, search_order(lookup, strategy, phase, run, screen), confirm, references,
+                                 noise))
     return found
 
 

@@ -19,6 +19,7 @@ from cotsearch.errors import CotsearchError
 from cotsearch.search.rundir import SPACE_FILE
 from cotsearch.search.space import SearchSpace
 from cotsearch.search.trial_types import TrialState
+from cotsearch.stats import Noise
 
 
 def read_table(folder: Path) -> dict[str, list[dict]]:
@@ -96,12 +97,11 @@ class Bench:
         return [[as_number(r[column]) for r in sorted(self.search[h], key=lambda r: int(r["seed"]))] for h in self.specs]
 
 
-def seed_noise(bench: Bench) -> tuple[float, float, int]:
-    """(standard deviation of one reference run's test top-1 around its spec's mean, estimated
-    from the specs with two seeds; standard deviation of the specs' mean top-1; pairs used)."""
-    first, second = seed_pairs(bench.reference, bench.specs, "test_top1")
-    noise = float(np.std(first - second, ddof=1) / math.sqrt(2)) if len(first) >= 2 else float("nan")
-    return noise, float(np.std(bench.truth(), ddof=1)), len(first)
+def seed_noise(bench: Bench) -> tuple[Noise, float]:
+    """(one reference run's test top-1 noise around its spec's mean, pooled over every seed of the
+    specs with two or more; the standard deviation of the specs' mean top-1)."""
+    noise = Noise.pooled([[as_number(r["test_top1"]) for r in bench.reference[h]] for h in bench.specs])
+    return noise, float(np.std(bench.truth(), ddof=1))
 
 
 def seed_pairs(table: dict[str, list[dict]], specs: list[str], column: str) -> tuple[np.ndarray, np.ndarray]:

@@ -232,8 +232,10 @@ def analyze(
                                                                     "space's trials)")] = None,
     named: Annotated[Optional[list[str]], typer.Option(help="NAME (a preset) or LABEL=V1,V2,... (a value per parameter, "
                                                            "in order) to rank; repeatable")] = None,
-    prescreen: Annotated[Optional[list[str]], typer.Option(help="proxy for TPE with pre-screening; repeatable "
-                                                                "(default: each of them, params and MACs too)")] = None,
+    prescreen: Annotated[Optional[list[str]], typer.Option(help="proxy for TPE with pre-screening, simulated alone and "
+                                                                "with confirmation; repeatable (default: each of them, "
+                                                                "params and MACs too, alone; the space's own "
+                                                                "search.prescreen is simulated either way)")] = None,
     pool: Annotated[int, typer.Option(min=2, help="pre-screening: random draws scored")] = 200,
     keep: Annotated[float, typer.Option(help="pre-screening: fraction of the pool's specs admitted")] = 0.25,
     reading: Annotated[Optional[list[str]], typer.Option(help="what a simulated search reads: val_top1 (the recipe's "
