@@ -66,13 +66,20 @@ def estimate_macs(model):
 
 def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, fake_fmnist, ray_address):
     run_dir = tmp_path / "run"
-    # lr 1e12 with plain SGD: the loss becomes NaN or infinite within the first steps.
-    space = write_space(tmp_path, fake_fmnist, trials=2, train={"opt": "sgd", "lr": 1.0e12})
+    # lr 1e12 with plain SGD: the loss becomes NaN or infinite within the first steps. The space
+    # pre-screens too (cheaply, by MACs), so that one real search shows the screen's lines.
+    space = write_space(tmp_path, fake_fmnist, trials=2, train={"opt": "sgd", "lr": 1.0e12},
+                        search={"prescreen": {"proxy": "macs", "pool": 20, "keep": 0.5}})
     result = tune(space, "--out", run_dir, "--no-references", "--address", ray_address)
     assert result.returncode == 0, result.stderr[-3000:]  # every trial failed: a result, not an error
     failed = [r for r in rows(run_dir) if r["state"] == "failed"]
     assert len(failed) == 2 and all("TrainingDiverged: loss is" in r["reason"] for r in failed)
     assert "no trial finished training" in result.stderr
+    screen = [line for line in result.stderr.splitlines() if line.startswith("pre-screen: ")]
+    assert screen[0].endswith("random feasible samples with macs") and "the best 50% of the pool may train" in screen[-1]
+    # The scoring is done before Tune starts: its last line comes just before the search's progress.
+    lines = result.stderr.splitlines()
+    assert lines[lines.index(screen[-1]) + 1] == "search: 0 of 2 done"
 
 
 def test_trials_spread_over_the_nodes_and_gpus_of_a_cluster(tmp_path, fake_fmnist, monkeypatch):

@@ -23,7 +23,7 @@ import cotsearch
 from cotsearch.bench import analysis, ranking, simulate, table
 from cotsearch.bench.sweep import enumerate_specs, read_rows, write_table
 from cotsearch.search import proxies
-from cotsearch.search.prescreen import cutoff, random_candidates
+from cotsearch.search.prescreen import Screen, cutoff, random_candidates
 from cotsearch.search.sampler import make_sampler
 from cotsearch.search.searcher import StudySearcher
 from cotsearch.search.space import PROXY_NAMES, Confirm, Prescreen, load_space
@@ -200,6 +200,16 @@ def test_the_searcher_trains_only_what_the_prescreen_admits(tmp_path, fake_fmnis
     screened = [t for t in study.trials if t.user_attrs.get("reason", "").startswith("pre-screened: macs")]
     assert screened and all(t.user_attrs["state"] == "infeasible" and t.user_attrs["macs"] < threshold for t in screened)
     assert json.loads((tmp_path / "prescreen.json").read_text())["threshold"] == threshold
+    # What a search prints before Tune starts: the scoring (minutes for a real proxy), or the saved cutoff.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    said = []
+    Screen(space, fresh).prepare(said.append)
+    assert said[0] == "pre-screen: scoring the 9 distinct specs of 40 random feasible samples with macs"
+    assert said[-1].startswith(f"pre-screen: cutoff macs {threshold:.4g}: the best 50% of the pool may train (")
+    said.clear()
+    Screen(space, fresh).prepare(said.append)
+    assert said == [f"pre-screen: cutoff macs {threshold:.4g}, as saved in {fresh / 'prescreen.json'}"]
 
 
 # -- a sweep end to end, killed and resumed ----------------------------------------------------

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import optuna
 
@@ -90,11 +91,13 @@ class Screen:
             self.batch = proxy_batch(data, recipe.batch_size)
         return self.batch
 
-    def prepare(self) -> None:
-        """Score the pool (or read the scores saved with the same settings) and fix the cutoff."""
+    def prepare(self, say: Callable[[str], None] = lambda line: None) -> None:
+        """Score the pool (or read the scores saved with the same settings) and fix the cutoff,
+        telling `say` what it does: a pool of 200 takes tens of seconds on a CPU."""
         saved = json.loads(self.path.read_text()) if self.path.exists() else {}
         if saved.get("settings") == self.settings.model_dump():
             self.scores, self.threshold = saved["scores"], saved["threshold"]
+            say(f"pre-screen: cutoff {self.settings.proxy} {self.threshold:.4g}, as saved in {self.path}")
             return
         pool: dict[str, Candidate] = {}
         draws = misses = 0
@@ -107,7 +110,17 @@ class Screen:
                 pool.setdefault(candidate.spec.spec_hash(), candidate)
         if not pool:
             raise CotsearchError(f"search.prescreen: no feasible sample in {misses} draws; loosen the budgets")
-        self.threshold = cutoff([self.score(c) for c in pool.values()], self.settings.keep)
+        started = time.time()
+        say(f"pre-screen: scoring the {len(pool)} distinct specs of {draws} random feasible samples with "
+            f"{self.settings.proxy}")
+        scores = []
+        for n, candidate in enumerate(pool.values(), 1):
+            scores.append(self.score(candidate))
+            if n % 50 == 0 and n < len(pool):
+                say(f"pre-screen: {n}/{len(pool)} scored ({time.time() - started:.0f} s)")
+        self.threshold = cutoff(scores, self.settings.keep)
+        say(f"pre-screen: cutoff {self.settings.proxy} {self.threshold:.4g}: the best {self.settings.keep:.0%} of "
+            f"the pool may train ({time.time() - started:.0f} s)")
         atomic_write_text(self.path, json.dumps({"settings": self.settings.model_dump(), "threshold": self.threshold,
                                                  "scores": self.scores}, indent=1))
 

@@ -76,6 +76,8 @@ def _run_trials(space: SearchSpace, run_dir: Path, study: optuna.Study, progress
     progress.console.print(f"search {space.name}: {remaining} trials to train in {run_dir} "
                            f"({space.search.cpus_per_trial} CPU, {space.search.gpus_per_trial} GPU per trial)")
     searcher = StudySearcher(space, study, str(run_dir.resolve()))
+    if searcher.screen:  # before Tune, which would show nothing while the pool is scored
+        searcher.screen.prepare(lambda line: progress.console.print(line, highlight=False, soft_wrap=True))
     tuner = make_tuner(space, run_dir, f"ray-search-{attempt}", [progress, ctrl_c], search_alg=searcher,
                        scheduler=scheduler, num_samples=remaining, dirname=lambda config: f"trial-{config.id}")
     # with max_concurrent_trials, Tune starts that many together by itself
