@@ -296,6 +296,10 @@ def test_the_answer_ties_random_sampling_when_both_train_the_whole_table(tmp_pat
     # The screen admits the best 3 of the 12 (keep 0.25): the search phase trains those, not its budget of 12.
     screened = {o.name: o for o in found.by_budget[len(bench.specs) + 4]["val_top1"]}[cells[1]]
     assert {r.searched for r in screened.confirmed} == {3} and screened.trainings == (3, 4)
+    # Alone, with the whole budget of 16, it trains the same 3; random sampling trains all 12 there is.
+    alone = {o.name: o.trainings for o in found.by_budget[len(bench.specs) + 4]["val_top1"]}
+    assert alone["tpe, pre-screened by naswot"] == (3, 0) and alone["random"] == (12, 0)
+    assert "| tpe, pre-screened by naswot | 3 + 0 |" in text
     header = next(line for line in answer.splitlines() if line.startswith("| trainings |"))
     presets = [c.strip()[len("default - "):-len(" (points)")] for c in header.strip("|").split("|")[7::2]]
     low, high = (s.label for s in scaled)

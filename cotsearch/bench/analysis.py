@@ -216,13 +216,14 @@ def strategy_outcomes(bench: Bench, jobs: list[Simulation], results: dict[Simula
         if (job.budget, job.reading) != (budget, reading) or job.kind == "front":
             continue
         result = results[job]
+        # A pre-screened search may end early, its trainings below the budget: the table holds fewer
+        # specs its screen admits. Its row gives the mean it trained.
         if job.kind == "confirmed":
-            # A pre-screened search phase may end early: the table holds fewer admitted specs than its budget.
             searched = round(float(np.mean([r.searched for r in result])))
             found.append(Outcome(job.label, truth[[[r.chosen] for r in result]],
                                  (searched, confirm.top * confirm.seeds), result, job.searched_alone.label))
         else:
-            found.append(Outcome(job.label, truth[result], (budget, 0)))
+            found.append(Outcome(job.label, truth[result.chosen], (round(float(result.trained.mean())), 0)))
     return found
 
 
@@ -484,8 +485,7 @@ def _search_section(bench: Bench, outcomes: dict[str, list[Outcome]], labels: di
              f"random draws, the best {keep:.0%} of its distinct specs admitted (the space's own pre-screen, "
              "search.prescreen, with its own pool and keep). The table holds a sample of the space, so a screen admits "
              f"about {keep:.0%} of its {n} specs, and a pre-screened search ends when it has trained all it admits: "
-             "at a larger budget it trains fewer than the budget (with confirmation, its row gives the mean it "
-             "trained).", ""]
+             "at a larger budget it trains fewer than the budget, and its row gives the mean it trained.", ""]
     lines += _confirmation_text(bench, references, confirm, budget) if fits else [
         f"No search with confirmation was simulated: the space's confirmation ({confirm.top} candidates, "
         f"{confirm.seeds} seeds each) does not fit a budget of {budget} trainings; give `--confirm-top` and "

@@ -15,11 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal
 
-import numpy as np
 import optuna
 
 from cotsearch.bench.pareto import FrontOutcome, simulate_fronts
-from cotsearch.bench.simulate import ConfirmedRun, simulate, simulate_confirmed
+from cotsearch.bench.simulate import ConfirmedRun, Searches, run_searches, simulate_confirmed
 from cotsearch.bench.table import Bench
 from cotsearch.search.space import Confirm, Prescreen, SearchSpace
 
@@ -66,15 +65,15 @@ class JobInputs:
     keep: float  # pre-screening's admitted fraction (likewise)
 
 
-def run(inputs: JobInputs, job: Simulation) -> np.ndarray | list[ConfirmedRun] | FrontOutcome:
-    """One job's result: the chosen specs per run ("search"), the confirmed runs
+def run(inputs: JobInputs, job: Simulation) -> Searches | list[ConfirmedRun] | FrontOutcome:
+    """One job's result: the searches' chosen specs and trainings ("search"), the confirmed runs
     ("confirmed"), or the fronts found ("front")."""
     i = inputs
     own = i.space.search.prescreen  # the space's own proxy screens with the space's own pool and keep
     screen = own if own and job.proxy == own.proxy else \
         Prescreen(proxy=job.proxy, pool=i.pool, keep=i.keep) if job.proxy else None
     if job.kind == "search":
-        return simulate(i.bench, i.space, job.strategy, job.budget, i.runs, screen, job.reading)
+        return run_searches(i.bench, i.space, job.strategy, job.budget, i.runs, screen, job.reading)
     if job.kind == "confirmed":
         return simulate_confirmed(i.bench, i.space, job.strategy, job.budget, i.runs, i.confirm, i.references,
                                   job.reading, screen)
@@ -154,5 +153,5 @@ def _exit_with_parent() -> None:
     os._exit(1)
 
 
-def _run_in_worker(job: Simulation) -> tuple[Simulation, np.ndarray | list[ConfirmedRun] | FrontOutcome]:
+def _run_in_worker(job: Simulation) -> tuple[Simulation, Searches | list[ConfirmedRun] | FrontOutcome]:
     return job, run(_inputs, job)

@@ -203,14 +203,30 @@ def search_order(lookup: Lookup, strategy: str, budget: int, run: int,
     return optuna_order(lookup, sampler, budget, admitted)
 
 
-def simulate(bench: Bench, space: SearchSpace | None, strategy: str, budget: int, runs: int,
-             screen: Prescreen | None = None, reading: str = "val_top1") -> np.ndarray:
-    """(runs, budget): the table index of the spec chosen after each trained trial, per run."""
-    chosen = []
+@dataclass
+class Searches:
+    """Seeded simulated searches of one strategy at one budget."""
+
+    chosen: np.ndarray  # (runs, budget): the table index of the spec chosen after each trial, per run
+    trained: np.ndarray  # (runs,): the trials each run trained; fewer than the budget where it ran out of specs
+
+
+def run_searches(bench: Bench, space: SearchSpace | None, strategy: str, budget: int, runs: int,
+                 screen: Prescreen | None = None, reading: str = "val_top1") -> Searches:
+    chosen, trained = [], []
     for run in range(runs):
         lookup = Lookup(bench, space, np.random.default_rng(run), reading)
-        chosen.append(_chosen_after_each(search_order(lookup, strategy, budget, run, screen), lookup.macs, budget))
-    return np.array(chosen)
+        order = search_order(lookup, strategy, budget, run, screen)
+        chosen.append(_chosen_after_each(order, lookup.macs, budget))
+        trained.append(len(order))
+    return Searches(np.array(chosen), np.array(trained))
+
+
+def simulate(bench: Bench, space: SearchSpace | None, strategy: str, budget: int, runs: int,
+             screen: Prescreen | None = None, reading: str = "val_top1") -> np.ndarray:
+    """(runs, budget): the table index of the spec chosen after each trained trial, per run
+    (carried on to the budget where a run ended early)."""
+    return run_searches(bench, space, strategy, budget, runs, screen, reading).chosen
 
 
 @dataclass
