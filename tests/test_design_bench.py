@@ -152,6 +152,8 @@ def test_the_analysis_ranks_the_scaled_presets_and_counts_who_beats_them(tmp_pat
     assert f"| {low} | " in text and f"| {high} | " in text and "## Two objectives: top-1 and MACs" in text
     assert "## Simulated searches: 4 trainings" in text and "## Simulated searches: 8 trainings" in text
     assert "pycls" not in text  # these tables have no EDF drawn
+    # The simulated confirmation reads no reference: the scaled presets are rows of their own, compared apart.
+    assert "none among the table's specs: the scaled presets are compared in 'A person's choice' below" in text
 
 
 def test_the_choices_section_links_the_edf_each_sweep_drew(tmp_path):

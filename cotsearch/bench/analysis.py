@@ -495,6 +495,12 @@ def _search_section(bench: Bench, outcomes: dict[str, list[Outcome]], labels: di
     return lines + ([f"![search curves]({CURVES})"] if plot else [])
 
 
+def _no_references(bench: Bench) -> str:
+    """Why the simulated confirmation reads no reference: a scaled preset is a row of its own, not one of the specs."""
+    return ("none among the table's specs: the scaled presets are compared in 'A person's choice' below"
+            if bench.named else "none in the table")
+
+
 def _confirmation_text(bench: Bench, references: dict[str, int], confirm: Confirm, budget: int) -> list[str]:
     phase = budget - confirm.top * confirm.seeds
     seeds = min(len(rows) for rows in bench.search.values())
@@ -502,7 +508,7 @@ def _confirmation_text(bench: Bench, references: dict[str, int], confirm: Confir
     return [f"**Confirmation, at equal compute.** The search phase trains {phase} trials; its best {confirm.top} "
             f"distinct specs by the reading it saw are read {confirm.seeds} more times each "
             f"({confirm.top * confirm.seeds} trainings, counted in the {budget}), and so are the reference presets "
-            f"({', '.join(references) or 'none in the table'}; not counted: a search trains them anyway). As "
+            f"({', '.join(references) or _no_references(bench)}; not counted: a search trains them anyway). As "
             "the search does (cotsearch.search.confirm): the seed noise is pooled from those readings alone "
             "(`stats.Noise.pooled`), the choice is the candidate with the best mean of its confirmation readings, "
             "ties within the interval going to the one with fewer MACs (`stats.choose`), and the search's own "
