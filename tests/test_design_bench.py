@@ -294,14 +294,17 @@ def test_the_answer_ties_random_sampling_when_both_train_the_whole_table(tmp_pat
     answer = text.split("## The answer", 1)[1].split("\n## ", 1)[0]
     row = next(line for line in answer.splitlines() if line.startswith(f"| {len(bench.specs) + 4} |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == "tpe, pre-screened by naswot + confirmation" and cells[4:6] == ["+0.00 ± 0.00", "ties"]
+    assert cells[1] == "tpe, pre-screened by naswot + confirmation (3 + 4 trained)"  # of a budget of 16
+    assert cells[4:6] == ["+0.00 ± 0.00", "ties"]
     # The screen admits the best 3 of the 12 (keep 0.25): the search phase trains those, not its budget of 12.
-    screened = {o.name: o for o in found.by_budget[len(bench.specs) + 4]["val_top1"]}[cells[1]]
+    screened = {o.name: o for o in found.by_budget[len(bench.specs) + 4]["val_top1"]}[
+        "tpe, pre-screened by naswot + confirmation"]
     assert {r.searched for r in screened.confirmed} == {3} and screened.trainings == (3, 4)
     # Alone, with the whole budget of 16, it trains the same 3; random sampling trains all 12 there is.
     alone = {o.name: o.trainings for o in found.by_budget[len(bench.specs) + 4]["val_top1"]}
     assert alone["tpe, pre-screened by naswot"] == (3, 0) and alone["random"] == (12, 0)
     assert "| tpe, pre-screened by naswot | 3 + 0 |" in text
+    assert "admitted (the space's own, by naswot: 200 draws, the best 25%)." in text
     header = next(line for line in answer.splitlines() if line.startswith("| trainings |"))
     presets = [c.strip()[len("default - "):-len(" (points)")] for c in header.strip("|").split("|")[7::2]]
     low, high = (s.label for s in scaled)
@@ -317,6 +320,7 @@ def test_the_answer_without_scaled_presets_is_a_table_of_seven_columns(tmp_path)
     table = [line for line in answer.splitlines() if line.startswith("|")]
     assert len(table) == 3 and {line.count("|") for line in table} == {8}
     assert table[2].split("|")[2].strip() == "tpe"  # 4 trainings cannot hold the space's confirmation of 2 x 2
+    assert "the space's own" not in found.report.read_text()  # these tables' space does not pre-screen
 
 
 def test_the_answer_compares_the_default_search_with_random_sampling_and_its_own_preset_rows(tmp_path):

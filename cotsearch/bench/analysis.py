@@ -217,11 +217,11 @@ def strategy_outcomes(bench: Bench, jobs: list[Simulation], results: dict[Simula
             continue
         result = results[job]
         # A pre-screened search may end early, its trainings below the budget: the table holds fewer
-        # specs its screen admits. Its row gives the mean it trained.
+        # specs its screen admits (and fewer candidates to confirm). Its row gives the mean it trained.
         if job.kind == "confirmed":
-            searched = round(float(np.mean([r.searched for r in result])))
-            found.append(Outcome(job.label, truth[[[r.chosen] for r in result]],
-                                 (searched, confirm.top * confirm.seeds), result, job.searched_alone.label))
+            made = [round(float(np.mean([getattr(r, part) for r in result]))) for part in ("searched", "readings")]
+            found.append(Outcome(job.label, truth[[[r.chosen] for r in result]], tuple(made), result,
+                                 job.searched_alone.label))
         else:
             found.append(Outcome(job.label, truth[result.chosen], (round(float(result.trained.mean())), 0)))
     return found
@@ -333,7 +333,7 @@ def _markdown(bench: Bench, space: SearchSpace, reference_space: SearchSpace,
                   "drew for each recipe: " + ", ".join(f"[{label}]({path})" for label, path in edfs.items()) + ".", ""]
     for budget, outcomes in by_budget.items():
         lines += _search_section(bench, outcomes, labels, references, confirm, fits[budget], budget, runs, pool, keep,
-                                 plot=budget == max(by_budget))
+                                 space.search.prescreen, plot=budget == max(by_budget))
     lines += _persons_section(bench, persons, runs, noise)
     lines += _fronts_section(bench, space, fronts, runs, next(iter(labels.values())))
     lines += ["", "## Named specs", "",
@@ -397,7 +397,9 @@ def _answer_section(bench: Bench, space: SearchSpace, by_budget: dict[int, dict[
         gain = difference(chosen, random)
         best = max(found, key=lambda o: o.top1[:, -1].mean())
         against = {p.preset: p for p in persons[budget] if p.strategy == name}
-        cells = [str(budget), name, f"{_pct(chosen.summary(truth)['mean'])} ± {half_width(chosen.top1[:, -1]):.2%}",
+        made = sum(chosen.trainings)
+        label = name if made == budget else f"{name} ({' + '.join(map(str, chosen.trainings))} trained)"
+        cells = [str(budget), label, f"{_pct(chosen.summary(truth)['mean'])} ± {half_width(chosen.top1[:, -1]):.2%}",
                  f"{_pct(random.summary(truth)['mean'])} ± {half_width(random.top1[:, -1]):.2%}",
                  f"{100 * gain.mean:+.2f} ± {100 * gain.half:.2f}", verdict(gain),
                  f"{best.name}, {_pct(best.summary(truth)['mean'])}"]
@@ -476,16 +478,17 @@ def _signal_section(signal: list[Signal], val_images: int) -> list[str]:
 
 def _search_section(bench: Bench, outcomes: dict[str, list[Outcome]], labels: dict[str, str],
                     references: dict[str, int], confirm: Confirm, fits: bool, budget: int, runs: int, pool: int,
-                    keep: float, plot: bool = True) -> list[str]:
+                    keep: float, own: Prescreen | None, plot: bool = True) -> list[str]:
     n = len(bench.specs)
     lines = ["", f"## Simulated searches: {budget} trainings, {runs} seeds each", "",
              f"The chosen spec's reference test top-1 after {budget} trainings: mean, its 95% confidence interval, "
              f"the range of the middle 95% of runs; regret to the best of the {n}; how often it is in the top "
              f"{TOP_FRACTION:.0%} (the best {math.ceil(TOP_FRACTION * n)} of the {n}). Pre-screening: a pool of {pool} "
-             f"random draws, the best {keep:.0%} of its distinct specs admitted (the space's own pre-screen, "
-             "search.prescreen, with its own pool and keep). The table holds a sample of the space, so a screen admits "
-             f"about {keep:.0%} of its {n} specs, and a pre-screened search ends when it has trained all it admits: "
-             "at a larger budget it trains fewer than the budget, and its row gives the mean it trained.", ""]
+             f"random draws, the best {keep:.0%} of its distinct specs admitted"
+             + (f" (the space's own, by {own.proxy}: {own.pool} draws, the best {own.keep:.0%})" if own else "")
+             + ". A screen admits that share of the table's specs, and a pre-screened search ends when it has "
+             "trained all it admits: at a larger budget it trains fewer than the budget, and its row gives the mean "
+             "it trained.", ""]
     lines += _confirmation_text(bench, references, confirm, budget) if fits else [
         f"No search with confirmation was simulated: the space's confirmation ({confirm.top} candidates, "
         f"{confirm.seeds} seeds each) does not fit a budget of {budget} trainings; give `--confirm-top` and "
