@@ -83,7 +83,7 @@ def finish(space: SearchSpace, run_dir: Path, rows: list[TrialRecord], runs: lis
                           "as README 'Does the search work?' measured; on its cot_design benchmark (interim: 2-3 "
                           "reference runs a spec) resnet_tiny scaled by width to the budget beat every search "
                           "strategy's choice by 0.6 to 1.1 points under a longer training, TPE tied random sampling, "
-                          "and only a NASWOT pre-screen, that space's default, chose better, by 0.4 points)",
+                          "and TPE pre-screened by NASWOT, that space's default, chose best, 0.4 points above it)",
                           soft_wrap=True)
         if not chosen:
             why = ("`search.confirm` is off" if space.search.confirm is None
