@@ -304,7 +304,7 @@ def test_the_answer_ties_random_sampling_when_both_train_the_whole_table(tmp_pat
     alone = {o.name: o.trainings for o in found.by_budget[len(bench.specs) + 4]["val_top1"]}
     assert alone["tpe, pre-screened by naswot"] == (3, 0) and alone["random"] == (12, 0)
     assert "| tpe, pre-screened by naswot | 3 + 0 |" in text
-    assert "admitted (the space's own, by naswot: 200 draws, the best 25%)." in text
+    assert "admitted (the space's own: the best 25% by naswot of 200 random draws)." in text
     header = next(line for line in answer.splitlines() if line.startswith("| trainings |"))
     presets = [c.strip()[len("default - "):-len(" (points)")] for c in header.strip("|").split("|")[7::2]]
     low, high = (s.label for s in scaled)

@@ -485,7 +485,7 @@ def _search_section(bench: Bench, outcomes: dict[str, list[Outcome]], labels: di
              f"the range of the middle 95% of runs; regret to the best of the {n}; how often it is in the top "
              f"{TOP_FRACTION:.0%} (the best {math.ceil(TOP_FRACTION * n)} of the {n}). Pre-screening: a pool of {pool} "
              f"random draws, the best {keep:.0%} of its distinct specs admitted"
-             + (f" (the space's own, by {own.proxy}: {own.pool} draws, the best {own.keep:.0%})" if own else "")
+             + (f" (the space's own: {_screen_text(own)})" if own else "")
              + ". A screen admits that share of the table's specs, and a pre-screened search ends when it has "
              "trained all it admits: at a larger budget it trains fewer than the budget, and its row gives the mean "
              "it trained.", ""]

@@ -64,14 +64,19 @@ class JobInputs:
     pool: int  # pre-screening's draws (but for the space's own proxy: its search.prescreen's)
     keep: float  # pre-screening's admitted fraction (likewise)
 
+    def screen(self, proxy: str | None) -> Prescreen | None:
+        """The pre-screen by `proxy`: the space's own where it is the space's proxy, else with `pool` and `keep`."""
+        own = self.space.search.prescreen
+        if proxy is None or (own and own.proxy == proxy):
+            return own if proxy else None
+        return Prescreen(proxy=proxy, pool=self.pool, keep=self.keep)
+
 
 def run(inputs: JobInputs, job: Simulation) -> Searches | list[ConfirmedRun] | FrontOutcome:
     """One job's result: the searches' chosen specs and trainings ("search"), the confirmed runs
     ("confirmed"), or the fronts found ("front")."""
     i = inputs
-    own = i.space.search.prescreen  # the space's own proxy screens with the space's own pool and keep
-    screen = own if own and job.proxy == own.proxy else \
-        Prescreen(proxy=job.proxy, pool=i.pool, keep=i.keep) if job.proxy else None
+    screen = i.screen(job.proxy)
     if job.kind == "search":
         return run_searches(i.bench, i.space, job.strategy, job.budget, i.runs, screen, job.reading)
     if job.kind == "confirmed":
